@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing, then
+# checks formatting and lints and runs every test (unit, conformance against
+# real etcd and real storage nodes, ffmpeg ingest, headless Chromium playback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+# The ring builds without the async runtime.
+cargo build -p tritontube-core --no-default-features

@@ -1,0 +1,277 @@
+//! The one public error type of the library.
+//!
+//! Every backend (local directory, storage node over gRPC, SQLite, etcd, ...)
+//! keeps its own details private and converts into [`Error`], so a caller
+//! matches on a small, stable set of cases. Each case carries what it concerns
+//! (the key, the node, the path) so that a log line or an HTTP body says
+//! exactly what went wrong. The mapping to HTTP and gRPC status codes lives in
+//! one place, here.
+
+/// A boxed error from a dependency, kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result type of the whole library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in TritonTube.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value supplied by a caller is malformed (a video id, file name,
+    /// node address, ...). Nothing was changed.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidInput {
+        /// What kind of value it was ("video id", "file name", ...).
+        what: &'static str,
+        /// The offending value, as given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// The thing asked for does not exist.
+    #[error("not found: {key}")]
+    NotFound {
+        /// The key, id or path that was looked up.
+        key: String,
+    },
+
+    /// A create-if-absent found the thing already there.
+    #[error("already exists: {key}")]
+    AlreadyExists {
+        /// The key or id that already exists.
+        key: String,
+    },
+
+    /// Bytes did not hash to the SHA-256 they were expected to have.
+    #[error("checksum mismatch for {key}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The content key.
+        key: String,
+        /// Expected digest (hex).
+        expected: String,
+        /// Digest of the bytes received (hex).
+        actual: String,
+    },
+
+    /// A ring with no nodes cannot place a key.
+    #[error("the ring has no nodes")]
+    EmptyRing,
+
+    /// A node that is already a member was added again.
+    #[error("node {node} is already in the ring")]
+    NodeExists {
+        /// The node address.
+        node: String,
+    },
+
+    /// A node that is not a member was named.
+    #[error("node {node} is not in the ring")]
+    UnknownNode {
+        /// The node address.
+        node: String,
+    },
+
+    /// A storage node could not be reached or failed a request.
+    #[error("storage node {node}: {message}")]
+    Node {
+        /// The node address.
+        node: String,
+        /// What failed.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A replicated write reached fewer nodes than it needed.
+    #[error("write of {key} reached {succeeded} of {needed} nodes; failed: {}", format_failures(.failures))]
+    InsufficientReplicas {
+        /// The content key.
+        key: String,
+        /// Copies needed.
+        needed: usize,
+        /// Copies written.
+        succeeded: usize,
+        /// `(node, error)` for every node that failed.
+        failures: Vec<(String, String)>,
+    },
+
+    /// An optimistic update lost a race: the value changed underneath.
+    #[error("conflict on {key}: {reason}")]
+    Conflict {
+        /// What was being updated.
+        key: String,
+        /// Details.
+        reason: String,
+    },
+
+    /// The cluster-wide admin lock is held by someone else.
+    #[error("another cluster change is in progress (lock held by {holder})")]
+    Locked {
+        /// Who holds the lock.
+        holder: String,
+    },
+
+    /// The request is well-formed but not allowed in the current state
+    /// (removing the last node, too few nodes for the replica count, ...).
+    #[error("refused: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
+
+    /// A stored record could not be decoded.
+    #[error("corrupt record at {key}: {reason}")]
+    Corrupt {
+        /// The storage key of the record.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// A body was larger than allowed.
+    #[error("too large: {what} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+
+    /// The caller did not present valid credentials.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// Why.
+        reason: String,
+    },
+
+    /// A file-system operation failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The path concerned.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A backend (SQLite, etcd, ffmpeg, ...) failed.
+    #[error("{backend}: {message}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What failed.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A dependency did not answer in time, or is down.
+    #[error("unavailable: {what}: {reason}")]
+    Unavailable {
+        /// What was unavailable.
+        what: String,
+        /// Details.
+        reason: String,
+    },
+}
+
+fn format_failures(failures: &[(String, String)]) -> String {
+    failures
+        .iter()
+        .map(|(n, e)| format!("{n} ({e})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidInput`].
+    pub fn invalid(
+        what: &'static str,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidInput {
+            what,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::NotFound`].
+    pub fn not_found(key: impl Into<String>) -> Self {
+        Error::NotFound { key: key.into() }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`Error::Backend`] with a source error.
+    pub fn backend(
+        backend: &'static str,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// True for [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// The HTTP status code this error is answered with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::InvalidInput { .. } | Error::ChecksumMismatch { .. } => 400,
+            Error::Unauthenticated { .. } => 401,
+            Error::NotFound { .. } | Error::UnknownNode { .. } => 404,
+            Error::AlreadyExists { .. }
+            | Error::NodeExists { .. }
+            | Error::Conflict { .. }
+            | Error::Locked { .. }
+            | Error::Refused { .. } => 409,
+            Error::TooLarge { .. } => 413,
+            Error::EmptyRing
+            | Error::Node { .. }
+            | Error::InsufficientReplicas { .. }
+            | Error::Unavailable { .. } => 503,
+            Error::Corrupt { .. } | Error::Io { .. } | Error::Backend { .. } => 500,
+        }
+    }
+}
+
+#[cfg(feature = "runtime")]
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            Error::InvalidInput { .. } => Code::InvalidArgument,
+            Error::ChecksumMismatch { .. } => Code::DataLoss,
+            Error::Unauthenticated { .. } => Code::Unauthenticated,
+            Error::NotFound { .. } | Error::UnknownNode { .. } => Code::NotFound,
+            Error::AlreadyExists { .. } | Error::NodeExists { .. } => Code::AlreadyExists,
+            Error::Conflict { .. } => Code::Aborted,
+            Error::Locked { .. } | Error::Refused { .. } | Error::EmptyRing => {
+                Code::FailedPrecondition
+            }
+            Error::TooLarge { .. } => Code::ResourceExhausted,
+            Error::Node { .. } | Error::InsufficientReplicas { .. } | Error::Unavailable { .. } => {
+                Code::Unavailable
+            }
+            Error::Corrupt { .. } | Error::Io { .. } | Error::Backend { .. } => Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,226 @@
+//! What is known about videos and about the cluster: the [`MetadataStore`]
+//! trait, its records, and its implementations (SQLite for one machine, etcd
+//! for many).
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::id::{NodeAddr, VideoId};
+
+/// Where a video is in its life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum VideoState {
+    /// Received, not yet being transcoded.
+    Uploaded,
+    /// Being transcoded; `progress` is a percentage from 0 to 100.
+    Processing {
+        /// Percent done.
+        progress: f32,
+    },
+    /// Every file is stored; it can be played.
+    Ready,
+    /// Processing failed; nothing of it is stored.
+    Failed {
+        /// What went wrong, for a person to read.
+        reason: String,
+    },
+}
+
+impl VideoState {
+    /// `"uploaded"`, `"processing"`, `"ready"` or `"failed"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VideoState::Uploaded => "uploaded",
+            VideoState::Processing { .. } => "processing",
+            VideoState::Ready => "ready",
+            VideoState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// One rung of the adaptive-bitrate ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendition {
+    /// DASH representation id (`$RepresentationID$` in file names).
+    pub id: String,
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// Target video bit rate in bits per second.
+    pub bitrate: u64,
+}
+
+/// Facts learned while ingesting a video.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VideoFacts {
+    /// Duration in seconds.
+    pub duration_secs: f64,
+    /// Source width in pixels.
+    pub width: u32,
+    /// Source height in pixels.
+    pub height: u32,
+    /// Whether the source has an audio stream.
+    pub has_audio: bool,
+    /// The ladder produced.
+    pub renditions: Vec<Rendition>,
+    /// Bytes of all stored files of the video.
+    pub total_bytes: u64,
+    /// Number of stored files.
+    pub file_count: u64,
+}
+
+/// A video's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Video {
+    /// Its id.
+    pub id: VideoId,
+    /// A title for people (defaults to the uploaded file's name).
+    pub title: String,
+    /// Upload time, Unix milliseconds.
+    pub uploaded_at_ms: i64,
+    /// Where it is in its life.
+    pub state: VideoState,
+    /// Facts learned while ingesting.
+    pub facts: VideoFacts,
+}
+
+impl Video {
+    /// A new record in state [`VideoState::Uploaded`], uploaded now.
+    pub fn new(id: VideoId, title: impl Into<String>) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Video {
+            id,
+            title: title.into(),
+            uploaded_at_ms: now,
+            state: VideoState::Uploaded,
+            facts: VideoFacts::default(),
+        }
+    }
+}
+
+/// A page request for [`MetadataStore::list_videos`].
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// At most this many (0 = the store's default, 100).
+    pub limit: usize,
+    /// The `next` cursor of the previous page, or `None` for the first page.
+    pub cursor: Option<String>,
+}
+
+/// A page of videos, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct VideoPage {
+    /// The videos of this page.
+    pub videos: Vec<Video>,
+    /// Cursor for the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// A member of the storage cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// Its address, also its name on the ring.
+    pub addr: NodeAddr,
+    /// Its weight (share of the ring relative to a node of weight 1.0).
+    pub weight: f64,
+}
+
+/// The cluster's state, read and written as one versioned value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The current members.
+    pub nodes: Vec<NodeEntry>,
+    /// Copies kept of every file (capped at the member count).
+    pub replicas: u32,
+    /// Virtual nodes per node of weight 1.0.
+    pub vnodes: u32,
+    /// Bumped by every committed ring change.
+    pub epoch: u64,
+    /// The members-to-be while a ring change is under way.
+    pub pending: Option<Vec<NodeEntry>>,
+}
+
+/// A value with the version it was read at, for compare-and-swap updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Opaque, increasing version of the stored value.
+    pub version: u64,
+}
+
+/// A held cluster-wide admin lock. It expires `ttl` after it was taken or
+/// last renewed, so a crashed holder does not block changes forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminLease {
+    /// Who holds it (free text: host, pid, purpose).
+    pub holder: String,
+    /// A token unique to this acquisition (fencing token).
+    pub token: u64,
+    /// How long it lasts without renewal.
+    pub ttl: Duration,
+}
+
+/// Stores what is known about videos and about the cluster.
+///
+/// # Contract
+///
+/// - `create_video` is create-if-absent in one atomic step: of two racing
+///   creates of one id exactly one succeeds, the other fails with
+///   [`crate::Error::AlreadyExists`].
+/// - `get_video`, `update_video` and `delete_video` of an unknown id fail
+///   with [`crate::Error::NotFound`].
+/// - `list_videos` returns newest first (by `uploaded_at_ms`, then id) and
+///   pages through every video exactly once.
+/// - `cluster_state` is `None` until first written; `put_cluster_state`
+///   succeeds only if the stored version still equals `expected` (`None` =
+///   not yet written) and otherwise fails with [`crate::Error::Conflict`].
+/// - `try_lock_admin` never queues: if another live holder has the lock it
+///   fails at once with [`crate::Error::Locked`].
+/// - A record that cannot be decoded is reported as
+///   [`crate::Error::Corrupt`] naming its key, never a panic.
+#[async_trait]
+pub trait MetadataStore: Debug + Send + Sync + 'static {
+    /// Creates a video record if no record has its id.
+    async fn create_video(&self, video: &Video) -> Result<()>;
+    /// Reads a video record.
+    async fn get_video(&self, id: &VideoId) -> Result<Video>;
+    /// Lists videos, newest first.
+    async fn list_videos(&self, page: PageRequest) -> Result<VideoPage>;
+    /// Replaces a video's state.
+    async fn set_video_state(&self, id: &VideoId, state: VideoState) -> Result<()>;
+    /// Replaces a video's facts.
+    async fn set_video_facts(&self, id: &VideoId, facts: &VideoFacts) -> Result<()>;
+    /// Removes a video record.
+    async fn delete_video(&self, id: &VideoId) -> Result<()>;
+
+    /// Reads the cluster state, if any was written.
+    async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>>;
+    /// Writes the cluster state if its version is still `expected`; returns
+    /// the new version.
+    async fn put_cluster_state(&self, expected: Option<u64>, state: &ClusterState) -> Result<u64>;
+    /// Waits until the cluster state's version differs from `known` (or
+    /// `timeout` passes) and returns what is stored then.
+    async fn wait_cluster_change(
+        &self,
+        known: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Option<Versioned<ClusterState>>>;
+
+    /// Takes the admin lock unless another live holder has it.
+    async fn try_lock_admin(&self, holder: &str, ttl: Duration) -> Result<AdminLease>;
+    /// Extends a held lock by its ttl; fails with [`crate::Error::Locked`] if
+    /// it was lost (expired and taken by someone else).
+    async fn renew_admin_lock(&self, lease: &AdminLease) -> Result<()>;
+    /// Releases a held lock (no error if it had already expired).
+    async fn unlock_admin(&self, lease: &AdminLease) -> Result<()>;
+}
