@@ -147,6 +147,10 @@ pub struct ClusterState {
     pub epoch: u64,
     /// The members-to-be while a ring change is under way.
     pub pending: Option<Vec<NodeEntry>>,
+    /// The members before the last committed (or rolled-back) change, while
+    /// the copies they no longer own are still being deleted.
+    #[serde(default)]
+    pub previous: Option<Vec<NodeEntry>>,
 }
 
 /// A value with the version it was read at, for compare-and-swap updates.

@@ -1,0 +1,845 @@
+//! Cluster membership and safe online ring changes.
+//!
+//! The [`ClusterManager`] adds and removes storage nodes while the service
+//! keeps serving, following DESIGN.md's protocol to the letter:
+//!
+//! 1. take the cluster-wide admin lock (a second change is refused, not queued);
+//! 2. check the change can succeed (the new node answers; enough nodes remain);
+//! 3. write `pending` = the new member list: from now on the data plane writes
+//!    to the union of current and pending owners and reads current owners
+//!    first, then pending ones (so no read fails and no new file is missed);
+//! 4. list what every node actually holds and plan the copies;
+//! 5. copy each file to each new owner that lacks it, checksum verified, with
+//!    bounded concurrency, reporting progress;
+//! 6. commit: current = pending, epoch + 1;
+//! 7. delete the copies no longer owned (only where every owner holds a good
+//!    copy, so the last good copy is never deleted);
+//! 8. release the lock.
+//!
+//! All of that state lives in the [`MetadataStore`], not in this process: if
+//! the process dies anywhere, [`ClusterManager::recover`] (run at start-up)
+//! finishes the change, or rolls it back when a new node is gone.
+
+mod plan;
+
+pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, owners_of, plan};
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::id::NodeAddr;
+use crate::metadata::{AdminLease, ClusterState, MetadataStore, NodeEntry, Versioned};
+use crate::ring::TokenRing;
+use crate::store::{ContentStore, GetOptions, PutOptions};
+
+/// How a node answered a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// `"serving"` when the node can read and write its directory.
+    pub state: String,
+    /// Files it holds.
+    pub file_count: u64,
+    /// Bytes it holds.
+    pub total_bytes: u64,
+}
+
+/// What the cluster manager needs from the data plane (in production, the
+/// network content store and its per-node gRPC clients).
+#[async_trait]
+pub trait Nodes: Debug + Send + Sync + 'static {
+    /// A store that talks to exactly the node at `addr`.
+    fn node(&self, addr: &NodeAddr) -> Arc<dyn ContentStore>;
+    /// Asks the node at `addr` whether it is serving.
+    async fn health(&self, addr: &NodeAddr) -> Result<NodeHealth>;
+    /// Routes reads and writes by `state` from now on (its `pending` list
+    /// included).
+    fn apply(&self, state: &ClusterState);
+}
+
+/// The phase of a ring change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// No change is running.
+    #[default]
+    Idle,
+    /// Listing nodes and comparing with the new owners.
+    Planning,
+    /// Copying files to their new owners.
+    Copying,
+    /// Writing the new membership.
+    Committing,
+    /// Deleting copies no longer owned.
+    Cleaning,
+    /// Finished (successfully or not; see `message`).
+    Done,
+}
+
+impl Phase {
+    /// Lower-case name, as sent in progress messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Planning => "planning",
+            Phase::Copying => "copying",
+            Phase::Committing => "committing",
+            Phase::Cleaning => "cleaning",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// Progress of the running (or last) ring change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Where the change is.
+    pub phase: Phase,
+    /// What the change is, for people ("add localhost:8093").
+    pub change: String,
+    /// File copies to make.
+    pub files_total: u64,
+    /// File copies made.
+    pub files_done: u64,
+    /// Bytes to copy.
+    pub bytes_total: u64,
+    /// Bytes copied.
+    pub bytes_done: u64,
+    /// Copies made, set when done.
+    pub migrated: u64,
+    /// Outcome or latest news.
+    pub message: String,
+}
+
+/// Tunables of the [`ClusterManager`].
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Who this process is, recorded as the admin lock's holder.
+    pub holder: String,
+    /// Lifetime of the admin lock without renewal.
+    pub lock_ttl: Duration,
+    /// File copies in flight at once during a migration.
+    pub copy_concurrency: usize,
+    /// How long a new node has to answer its health check.
+    pub health_timeout: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            holder: format!("tritontube-web pid {}", std::process::id()),
+            lock_ttl: Duration::from_secs(10),
+            copy_concurrency: 8,
+            health_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The result of [`ClusterManager::verify`].
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Distinct files found.
+    pub files_checked: u64,
+    /// Everything found wrong (empty: every file is on exactly its owners
+    /// and all copies agree).
+    pub problems: Vec<Problem>,
+}
+
+/// Builds the ring of `nodes`.
+pub fn ring_of(nodes: &[NodeEntry], vnodes: u32) -> TokenRing {
+    let mut ring = TokenRing::new(vnodes);
+    for n in nodes {
+        // Entries come from a validated state: duplicates cannot occur.
+        let _ = ring.add_node(n.addr.as_str(), n.weight);
+    }
+    ring
+}
+
+/// Runs ring changes, verify and repair for one cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterManager {
+    meta: Arc<dyn MetadataStore>,
+    nodes: Arc<dyn Nodes>,
+    config: ManagerConfig,
+    progress: Arc<watch::Sender<Progress>>,
+}
+
+impl ClusterManager {
+    /// A manager over `meta` (where the cluster state lives) and `nodes`
+    /// (the data plane).
+    pub fn new(meta: Arc<dyn MetadataStore>, nodes: Arc<dyn Nodes>, config: ManagerConfig) -> Self {
+        let (tx, _) = watch::channel(Progress::default());
+        ClusterManager {
+            meta,
+            nodes,
+            config,
+            progress: Arc::new(tx),
+        }
+    }
+
+    /// Follows the progress of ring changes made through this manager.
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The cluster state, which must have been initialised.
+    pub async fn state(&self) -> Result<Versioned<ClusterState>> {
+        self.meta
+            .cluster_state()
+            .await?
+            .ok_or_else(|| Error::Refused {
+                reason: "the cluster has not been initialised with any storage node".into(),
+            })
+    }
+
+    /// Writes the first cluster state if none exists yet (the node list of
+    /// the command line is only the initial membership: a stored state wins)
+    /// and routes the data plane by the stored state.
+    pub async fn bootstrap(
+        &self,
+        initial: &[NodeEntry],
+        replicas: u32,
+        vnodes: u32,
+    ) -> Result<ClusterState> {
+        let state = match self.meta.cluster_state().await? {
+            Some(v) => v.value,
+            None => {
+                let mut seen = BTreeSet::new();
+                for n in initial {
+                    if !seen.insert(n.addr.clone()) {
+                        return Err(Error::NodeExists {
+                            node: n.addr.to_string(),
+                        });
+                    }
+                }
+                let state = ClusterState {
+                    nodes: initial.to_vec(),
+                    replicas: replicas.max(1),
+                    vnodes: vnodes.max(1),
+                    epoch: 1,
+                    pending: None,
+                    previous: None,
+                };
+                match self.meta.put_cluster_state(None, &state).await {
+                    Ok(_) => state,
+                    // Another web server initialised it first: use theirs.
+                    Err(Error::Conflict { .. }) => self.state().await?.value,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        self.nodes.apply(&state);
+        Ok(state)
+    }
+
+    /// The members in ring order (by each node's first token), as the course
+    /// project's `ListNodes` returns them.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeAddr>> {
+        let state = self.state().await?.value;
+        let ring = ring_of(&state.nodes, 1);
+        Ok(ring
+            .nodes_in_ring_order()
+            .into_iter()
+            .filter_map(|a| NodeAddr::new(a).ok())
+            .collect())
+    }
+
+    /// Adds a node and migrates the files it now owns. Returns the number of
+    /// file copies moved.
+    pub async fn add_node(&self, addr: &NodeAddr, weight: f64) -> Result<u64> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(Error::invalid(
+                "weight",
+                weight.to_string(),
+                "must be a positive number",
+            ));
+        }
+        let addr = addr.clone();
+        self.change(format!("add {addr}"), move |state| {
+            if state.nodes.iter().any(|n| n.addr == addr) {
+                return Err(Error::NodeExists {
+                    node: addr.to_string(),
+                });
+            }
+            let mut nodes = state.nodes.clone();
+            nodes.push(NodeEntry {
+                addr: addr.clone(),
+                weight,
+            });
+            Ok((nodes, Some(addr.clone())))
+        })
+        .await
+    }
+
+    /// Removes a node after moving its files to their new owners. Returns the
+    /// number of file copies moved.
+    pub async fn remove_node(&self, addr: &NodeAddr) -> Result<u64> {
+        let addr = addr.clone();
+        self.change(format!("remove {addr}"), move |state| {
+            if !state.nodes.iter().any(|n| n.addr == addr) {
+                return Err(Error::UnknownNode { node: addr.to_string() });
+            }
+            if state.nodes.len() == 1 {
+                return Err(Error::Refused {
+                    reason: format!("{addr} is the last storage node; removing it would lose every file"),
+                });
+            }
+            if state.nodes.len() - 1 < state.replicas as usize {
+                return Err(Error::Refused {
+                    reason: format!(
+                        "removing {addr} would leave {} nodes, fewer than the {} replicas every file needs",
+                        state.nodes.len() - 1,
+                        state.replicas
+                    ),
+                });
+            }
+            let nodes = state.nodes.iter().filter(|n| n.addr != addr).cloned().collect();
+            Ok((nodes, None))
+        })
+        .await
+    }
+
+    /// Changes a node's weight and migrates accordingly. Returns the number
+    /// of file copies moved.
+    pub async fn set_weight(&self, addr: &NodeAddr, weight: f64) -> Result<u64> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(Error::invalid(
+                "weight",
+                weight.to_string(),
+                "must be a positive number",
+            ));
+        }
+        let addr = addr.clone();
+        self.change(format!("weight {addr} {weight}"), move |state| {
+            if !state.nodes.iter().any(|n| n.addr == addr) {
+                return Err(Error::UnknownNode {
+                    node: addr.to_string(),
+                });
+            }
+            let nodes = state
+                .nodes
+                .iter()
+                .map(|n| {
+                    let mut n = n.clone();
+                    if n.addr == addr {
+                        n.weight = weight;
+                    }
+                    n
+                })
+                .collect();
+            Ok((nodes, None))
+        })
+        .await
+    }
+
+    /// Finishes (or rolls back) a change interrupted by a crash, and deletes
+    /// the surplus copies of a change that committed but did not clean up.
+    /// Waits for a dead holder's lock to expire. Returns true if there was
+    /// anything to do.
+    pub async fn recover(&self) -> Result<bool> {
+        let Some(state) = self.meta.cluster_state().await? else {
+            return Ok(false);
+        };
+        if state.value.pending.is_none() && state.value.previous.is_none() {
+            self.nodes.apply(&state.value);
+            return Ok(false);
+        }
+        let lock = self.lock_waiting().await?;
+        let result = self.recover_locked(&lock).await;
+        let _ = self.meta.unlock_admin(&lock.lease).await;
+        lock.stop();
+        result.map(|_| true)
+    }
+
+    async fn recover_locked(&self, lock: &HeldLock) -> Result<()> {
+        let mut state = self.state().await?;
+        if let Some(pending) = state.value.pending.clone() {
+            let old: BTreeSet<&NodeAddr> = state.value.nodes.iter().map(|n| &n.addr).collect();
+            let mut all_up = true;
+            for n in pending.iter().filter(|n| !old.contains(&n.addr)) {
+                if self.health(&n.addr).await.is_err() {
+                    all_up = false;
+                }
+            }
+            self.nodes.apply(&state.value);
+            if all_up {
+                tracing::info!("finishing the interrupted ring change");
+                self.set_progress(|p| p.change = "recovery: finish interrupted change".into());
+                let migrated = self.copy_phase(&state.value, &pending).await?;
+                state = self.commit(state, lock).await?;
+                tracing::info!(migrated, "interrupted ring change committed");
+            } else {
+                tracing::warn!("a new node of the interrupted change is down: rolling back");
+                let mut rolled = state.value.clone();
+                rolled.previous = Some(union(&rolled.nodes, &pending));
+                rolled.pending = None;
+                let version = self
+                    .meta
+                    .put_cluster_state(Some(state.version), &rolled)
+                    .await?;
+                state = Versioned {
+                    value: rolled,
+                    version,
+                };
+            }
+        }
+        self.nodes.apply(&state.value);
+        self.cleanup(state).await?;
+        Ok(())
+    }
+
+    async fn change<F>(&self, what: String, decide: F) -> Result<u64>
+    where
+        F: FnOnce(&ClusterState) -> Result<(Vec<NodeEntry>, Option<NodeAddr>)>,
+    {
+        let lease = self
+            .meta
+            .try_lock_admin(&self.config.holder, self.config.lock_ttl)
+            .await?;
+        let lock = HeldLock::start(self.meta.clone(), lease);
+        let result = self.change_locked(&what, decide, &lock).await;
+        let _ = self.meta.unlock_admin(&lock.lease).await;
+        lock.stop();
+        match &result {
+            Ok(n) => self.set_progress(|p| {
+                p.phase = Phase::Done;
+                p.migrated = *n;
+                p.message = format!("{what}: done, {n} file copies migrated");
+            }),
+            Err(e) => self.set_progress(|p| {
+                p.phase = Phase::Done;
+                p.message = format!("{what}: failed: {e}");
+            }),
+        }
+        result
+    }
+
+    async fn change_locked<F>(&self, what: &str, decide: F, lock: &HeldLock) -> Result<u64>
+    where
+        F: FnOnce(&ClusterState) -> Result<(Vec<NodeEntry>, Option<NodeAddr>)>,
+    {
+        let state = self.state().await?;
+        if state.value.pending.is_some() || state.value.previous.is_some() {
+            return Err(Error::Refused {
+                reason: "an interrupted ring change must be recovered first (restart the web server or run repair)".into(),
+            });
+        }
+        // 2. Checks before any change.
+        let (new_nodes, must_answer) = decide(&state.value)?;
+        if let Some(addr) = &must_answer {
+            self.health(addr).await.map_err(|e| Error::Refused {
+                reason: format!("node {addr} does not answer, so it was not added: {e}"),
+            })?;
+        }
+        self.progress.send_replace(Progress {
+            phase: Phase::Planning,
+            change: what.to_string(),
+            ..Progress::default()
+        });
+        // 3. Pending: from now on, writes go to both rings' owners.
+        let mut pending_state = state.value.clone();
+        pending_state.pending = Some(new_nodes.clone());
+        let version = self
+            .meta
+            .put_cluster_state(Some(state.version), &pending_state)
+            .await?;
+        let state = Versioned {
+            value: pending_state,
+            version,
+        };
+        self.nodes.apply(&state.value);
+
+        // 4–5. Plan from what nodes hold, copy.
+        let migrated = match self.copy_phase(&state.value, &new_nodes).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.roll_back(state).await;
+                return Err(e);
+            }
+        };
+        if lock.lost() {
+            self.roll_back(state).await;
+            return Err(Error::Locked {
+                holder: "another process (this one's lock expired during the change)".into(),
+            });
+        }
+        // 6. Commit.
+        let state = self.commit(state, lock).await?;
+        self.nodes.apply(&state.value);
+        // 7. Delete what is no longer owned.
+        if let Err(e) = self.cleanup(state).await {
+            tracing::warn!(error = %e, "clean-up after a committed change failed; restart or repair finishes it");
+        }
+        Ok(migrated)
+    }
+
+    async fn commit(
+        &self,
+        state: Versioned<ClusterState>,
+        _lock: &HeldLock,
+    ) -> Result<Versioned<ClusterState>> {
+        self.set_progress(|p| p.phase = Phase::Committing);
+        let mut next = state.value.clone();
+        let pending = next.pending.take().unwrap_or_default();
+        next.previous = Some(union(&next.nodes, &pending));
+        next.nodes = pending;
+        next.epoch += 1;
+        let version = self
+            .meta
+            .put_cluster_state(Some(state.version), &next)
+            .await?;
+        Ok(Versioned {
+            value: next,
+            version,
+        })
+    }
+
+    async fn roll_back(&self, state: Versioned<ClusterState>) {
+        let mut back = state.value.clone();
+        if let Some(p) = back.pending.take() {
+            back.previous = Some(union(&back.nodes, &p));
+        }
+        match self
+            .meta
+            .put_cluster_state(Some(state.version), &back)
+            .await
+        {
+            Ok(version) => {
+                self.nodes.apply(&back);
+                if let Err(e) = self
+                    .cleanup(Versioned {
+                        value: back,
+                        version,
+                    })
+                    .await
+                {
+                    tracing::warn!(error = %e, "clean-up after a rolled-back change failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not roll back the ring change; a restart recovers it")
+            }
+        }
+    }
+
+    /// Lists every node of `nodes`: key → holders.
+    async fn holdings(&self, nodes: &[NodeEntry]) -> Result<Holdings> {
+        let mut holdings = Holdings::new();
+        for n in nodes {
+            let store = self.nodes.node(&n.addr);
+            let mut list = store.list(None);
+            while let Some(meta) = list
+                .try_next()
+                .await
+                .map_err(|e| node_error(&n.addr, "list", e))?
+            {
+                holdings
+                    .entry(meta.key.clone())
+                    .or_default()
+                    .push((n.addr.clone(), meta));
+            }
+        }
+        Ok(holdings)
+    }
+
+    async fn copy_phase(&self, state: &ClusterState, target: &[NodeEntry]) -> Result<u64> {
+        self.set_progress(|p| p.phase = Phase::Planning);
+        let all = union(&state.nodes, target);
+        let holdings = self.holdings(&all).await?;
+        let ring = ring_of(target, state.vnodes);
+        let plan = plan(&holdings, &ring, state.replicas as usize);
+        let total = plan.copies.len() as u64;
+        let bytes = plan.copy_bytes();
+        self.set_progress(|p| {
+            p.phase = Phase::Copying;
+            p.files_total = total;
+            p.bytes_total = bytes;
+        });
+        tracing::info!(copies = total, bytes, "migration planned");
+        self.run_copies(plan.copies).await?;
+        Ok(total)
+    }
+
+    async fn run_copies(&self, copies: Vec<CopyTask>) -> Result<()> {
+        let results: Vec<Result<()>> = futures::stream::iter(copies)
+            .map(|task| async move {
+                self.copy_one(&task).await?;
+                self.set_progress(|p| {
+                    p.files_done += 1;
+                    p.bytes_done += task.size;
+                });
+                Ok(())
+            })
+            .buffer_unordered(self.config.copy_concurrency.max(1))
+            .collect()
+            .await;
+        let failures: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.err())
+            .map(|e| e.to_string())
+            .collect();
+        if let Some(first) = failures.first() {
+            return Err(Error::Refused {
+                reason: format!(
+                    "{} file copies failed, the change was rolled back; first: {first}",
+                    failures.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn copy_one(&self, task: &CopyTask) -> Result<()> {
+        let target = self.nodes.node(&task.target);
+        let mut last = None;
+        for source in &task.sources {
+            let got = match self
+                .nodes
+                .node(source)
+                .get(&task.key, GetOptions::default())
+                .await
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let opts = PutOptions {
+                expected_sha256: Some(task.sha256),
+                expected_size: Some(task.size),
+            };
+            match target.put(&task.key, got.stream, opts).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Refused {
+            reason: format!("no good copy of {} to copy from", task.key),
+        }))
+    }
+
+    /// Deletes copies not owned under `state`'s current ring from every node
+    /// in it and in `previous`, then clears `previous`.
+    async fn cleanup(&self, state: Versioned<ClusterState>) -> Result<()> {
+        self.set_progress(|p| p.phase = Phase::Cleaning);
+        let mut all = state.value.nodes.clone();
+        if let Some(prev) = &state.value.previous {
+            all = union(&all, prev);
+        }
+        let current: BTreeSet<&NodeAddr> = state.value.nodes.iter().map(|n| &n.addr).collect();
+        // A departed node that no longer answers cannot be cleaned; skip it
+        // rather than block the cluster.
+        let mut reachable = Vec::new();
+        for n in all {
+            if current.contains(&n.addr) || self.health(&n.addr).await.is_ok() {
+                reachable.push(n);
+            } else {
+                tracing::warn!(node = %n.addr, "departed node unreachable; its copies are left in place");
+            }
+        }
+        let holdings = self.holdings(&reachable).await?;
+        let ring = ring_of(&state.value.nodes, state.value.vnodes);
+        let plan = plan(&holdings, &ring, state.value.replicas as usize);
+        for d in plan.safe_deletions() {
+            if let Err(e) = self.nodes.node(&d.node).delete(&d.key).await
+                && !e.is_not_found()
+            {
+                tracing::warn!(node = %d.node, key = %d.key, error = %e, "could not delete surplus copy");
+            }
+        }
+        if state.value.previous.is_some() {
+            let mut next = state.value.clone();
+            next.previous = None;
+            self.meta
+                .put_cluster_state(Some(state.version), &next)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every file is on exactly its owners and that all copies
+    /// agree.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let state = self.state().await?.value;
+        let mut all = state.nodes.clone();
+        for extra in [&state.pending, &state.previous].into_iter().flatten() {
+            all = union(&all, extra);
+        }
+        let holdings = self.holdings(&all).await?;
+        let ring = ring_of(&state.nodes, state.vnodes);
+        let plan = plan(&holdings, &ring, state.replicas as usize);
+        Ok(VerifyReport {
+            files_checked: plan.files,
+            problems: plan.problems,
+        })
+    }
+
+    /// Makes what [`ClusterManager::verify`] finds right: missing and bad
+    /// copies are copied from good ones, then surplus copies are deleted.
+    /// Returns the number of copies made.
+    pub async fn repair(&self) -> Result<u64> {
+        let lease = self
+            .meta
+            .try_lock_admin(&self.config.holder, self.config.lock_ttl)
+            .await?;
+        let lock = HeldLock::start(self.meta.clone(), lease);
+        let result = async {
+            let state = self.state().await?;
+            if state.value.pending.is_some() {
+                self.recover_locked(&lock).await?;
+                return Ok(0);
+            }
+            self.progress.send_replace(Progress {
+                phase: Phase::Planning,
+                change: "repair".into(),
+                ..Progress::default()
+            });
+            let n = self.copy_phase(&state.value, &state.value.nodes).await?;
+            self.cleanup(state).await?;
+            Ok(n)
+        }
+        .await;
+        let _ = self.meta.unlock_admin(&lock.lease).await;
+        lock.stop();
+        self.set_progress(|p| p.phase = Phase::Done);
+        result
+    }
+
+    /// Health of every member (and pending member).
+    pub async fn health_all(&self) -> Result<Vec<(NodeEntry, Result<NodeHealth>)>> {
+        let state = self.state().await?.value;
+        let mut all = state.nodes.clone();
+        if let Some(p) = &state.pending {
+            all = union(&all, p);
+        }
+        let checks = all.into_iter().map(|n| async move {
+            let h = self.health(&n.addr).await;
+            (n, h)
+        });
+        Ok(futures::future::join_all(checks).await)
+    }
+
+    async fn health(&self, addr: &NodeAddr) -> Result<NodeHealth> {
+        match tokio::time::timeout(self.config.health_timeout, self.nodes.health(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable {
+                what: format!("storage node {addr}"),
+                reason: format!("no answer within {:?}", self.config.health_timeout),
+            }),
+        }
+    }
+
+    async fn lock_waiting(&self) -> Result<HeldLock> {
+        let deadline = tokio::time::Instant::now() + self.config.lock_ttl * 3;
+        loop {
+            match self
+                .meta
+                .try_lock_admin(&self.config.holder, self.config.lock_ttl)
+                .await
+            {
+                Ok(lease) => return Ok(HeldLock::start(self.meta.clone(), lease)),
+                Err(Error::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Keeps the data plane routed by the stored cluster state, following
+    /// changes made by other processes, until `shutdown` resolves.
+    pub async fn follow(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut known = None;
+        loop {
+            let wait = self
+                .meta
+                .wait_cluster_change(known, Duration::from_secs(10));
+            tokio::select! {
+                _ = &mut shutdown => return,
+                r = wait => match r {
+                    Ok(Some(v)) => {
+                        if known != Some(v.version) {
+                            self.nodes.apply(&v.value);
+                            known = Some(v.version);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching the cluster state failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_progress(&self, f: impl FnOnce(&mut Progress)) {
+        self.progress.send_modify(f);
+    }
+}
+
+fn union(a: &[NodeEntry], b: &[NodeEntry]) -> Vec<NodeEntry> {
+    let mut out = a.to_vec();
+    for n in b {
+        if !out.iter().any(|m| m.addr == n.addr) {
+            out.push(n.clone());
+        }
+    }
+    out
+}
+
+fn node_error(addr: &NodeAddr, what: &str, e: Error) -> Error {
+    match e {
+        e @ Error::Node { .. } => e,
+        e => Error::Node {
+            node: addr.to_string(),
+            message: format!("{what} failed: {e}"),
+            source: None,
+        },
+    }
+}
+
+/// The admin lock, renewed in the background while held.
+struct HeldLock {
+    lease: AdminLease,
+    lost: Arc<AtomicBool>,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLock {
+    fn start(meta: Arc<dyn MetadataStore>, lease: AdminLease) -> Self {
+        let lost = Arc::new(AtomicBool::new(false));
+        let renew = {
+            let lease = lease.clone();
+            let lost = lost.clone();
+            tokio::spawn(async move {
+                let every = (lease.ttl / 3).max(Duration::from_millis(100));
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = meta.renew_admin_lock(&lease).await {
+                        tracing::error!(error = %e, "lost the admin lock");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            })
+        };
+        HeldLock { lease, lost, renew }
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    fn stop(&self) {
+        self.renew.abort();
+    }
+}
