@@ -30,6 +30,8 @@ pub mod id;
 pub mod ring;
 
 #[cfg(feature = "runtime")]
+pub mod admin;
+#[cfg(feature = "runtime")]
 pub mod cluster;
 #[cfg(feature = "runtime")]
 pub mod metadata;

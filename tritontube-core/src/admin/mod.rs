@@ -1,0 +1,367 @@
+//! The admin gRPC services, hosted by the web server on the admin address
+//! (`:8081` by default), and a client for them.
+//!
+//! Two services share one listener:
+//!
+//! - `tritontube.VideoContentAdminService`: the course project's protocol,
+//!   wire-identical (`AddNode`, `RemoveNode`, `ListNodes`), so that project's
+//!   own admin client works against this server unchanged;
+//! - `tritontube.cluster.v1.ClusterAdmin`: what that one lacks (status with
+//!   node health, verify, repair, weights, a streamed progress feed).
+//!
+//! Both run on a [`ClusterManager`]. An optional shared-secret token guards
+//! them: callers send `authorization: Bearer <token>`.
+
+mod client;
+
+pub use client::{AdminClient, ChangeOutcome, StatusReport};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{ClusterManager, Phase, Progress, ring_of};
+use crate::error::Error;
+use crate::id::NodeAddr;
+use crate::proto::admin::video_content_admin_service_server::{
+    VideoContentAdminService, VideoContentAdminServiceServer,
+};
+use crate::proto::admin::{
+    AddNodeRequest, AddNodeResponse, ListNodesRequest, ListNodesResponse, RemoveNodeRequest,
+    RemoveNodeResponse,
+};
+use crate::proto::cluster as pb;
+use crate::proto::cluster::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
+use crate::ring::HashRing;
+
+/// Serves both admin services on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    manager: ClusterManager,
+    token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let service = AdminService {
+        manager: Arc::new(manager),
+    };
+    let check = Auth {
+        token: token.map(Arc::from),
+    };
+    tonic::transport::Server::builder()
+        .add_service(VideoContentAdminServiceServer::with_interceptor(
+            service.clone(),
+            check.clone(),
+        ))
+        .add_service(ClusterAdminServer::with_interceptor(service, check))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::backend("admin gRPC server", "serving failed", e))
+}
+
+#[derive(Clone)]
+struct Auth {
+    token: Option<Arc<str>>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.token else {
+            return Ok(req);
+        };
+        let sent = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match sent {
+            Some(s) if constant_time_eq(s.as_bytes(), token.as_bytes()) => Ok(req),
+            Some(_) => Err(Status::unauthenticated("wrong admin token")),
+            None => Err(Status::unauthenticated(
+                "this server requires an admin token (authorization: Bearer <token>)",
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Clone)]
+struct AdminService {
+    manager: Arc<ClusterManager>,
+}
+
+fn parse_addr(s: &str) -> Result<NodeAddr, Status> {
+    NodeAddr::new(s).map_err(|e| {
+        tracing::info!(error = %e, "admin request refused");
+        Status::from(e)
+    })
+}
+
+fn refused(e: Error) -> Status {
+    tracing::info!(error = %e, "admin request refused");
+    Status::from(e)
+}
+
+fn count(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+#[tonic::async_trait]
+impl VideoContentAdminService for AdminService {
+    async fn add_node(
+        &self,
+        req: Request<AddNodeRequest>,
+    ) -> Result<Response<AddNodeResponse>, Status> {
+        let addr = parse_addr(&req.get_ref().node_address)?;
+        let n = self.manager.add_node(&addr, 1.0).await.map_err(refused)?;
+        Ok(Response::new(AddNodeResponse {
+            migrated_file_count: count(n),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let addr = parse_addr(&req.get_ref().node_address)?;
+        let n = self.manager.remove_node(&addr).await.map_err(refused)?;
+        Ok(Response::new(RemoveNodeResponse {
+            migrated_file_count: count(n),
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        let nodes = self.manager.list_nodes().await.map_err(refused)?;
+        Ok(Response::new(ListNodesResponse {
+            nodes: nodes.into_iter().map(String::from).collect(),
+        }))
+    }
+}
+
+type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::ChangeProgress, Status>> + Send>>;
+
+fn to_pb(p: &Progress) -> pb::ChangeProgress {
+    pb::ChangeProgress {
+        phase: p.phase.name().into(),
+        files_total: p.files_total,
+        files_done: p.files_done,
+        bytes_total: p.bytes_total,
+        bytes_done: p.bytes_done,
+        migrated_file_count: p.migrated,
+        message: p.message.clone(),
+    }
+}
+
+/// Runs `change` in the background and streams its progress; the last
+/// message carries the outcome (or the stream ends with the error).
+fn run_with_progress<F>(manager: &Arc<ClusterManager>, change: F) -> ProgressStream
+where
+    F: Future<Output = crate::Result<u64>> + Send + 'static,
+{
+    let mut rx = manager.subscribe();
+    let (tx, out) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let task = tokio::spawn(change);
+        tokio::pin!(task);
+        loop {
+            tokio::select! {
+                done = &mut task => {
+                    let msg = match done {
+                        Ok(Ok(n)) => {
+                            let mut last = to_pb(&rx.borrow());
+                            last.phase = Phase::Done.name().into();
+                            last.migrated_file_count = n;
+                            Ok(last)
+                        }
+                        Ok(Err(e)) => Err(refused(e)),
+                        Err(e) => Err(Status::internal(format!("ring change task failed: {e}"))),
+                    };
+                    let _ = tx.send(msg).await;
+                    return;
+                }
+                changed = rx.changed() => {
+                    if changed.is_err() { continue; }
+                    let p = to_pb(&rx.borrow_and_update());
+                    if p.phase != Phase::Done.name() {
+                        // A slow reader only misses intermediate updates.
+                        let _ = tx.try_send(Ok(p));
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))
+}
+
+#[tonic::async_trait]
+impl ClusterAdmin for AdminService {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let state = self.manager.state().await.map_err(refused)?.value;
+        let health = self.manager.health_all().await.map_err(refused)?;
+        let ring = ring_of(&state.nodes, state.vnodes);
+        let shares = ring_shares(&ring);
+        let nodes = health
+            .into_iter()
+            .map(|(entry, h)| {
+                let in_ring = state.nodes.iter().any(|n| n.addr == entry.addr);
+                let share = shares
+                    .iter()
+                    .find(|(a, _)| a == entry.addr.as_str())
+                    .map(|(_, s)| *s)
+                    .unwrap_or(0.0);
+                let (health, last_error, files, bytes) = match h {
+                    Ok(h) => ("up".to_string(), String::new(), h.file_count, h.total_bytes),
+                    Err(e) => ("down".to_string(), e.to_string(), 0, 0),
+                };
+                pb::NodeStatus {
+                    address: entry.addr.to_string(),
+                    weight: entry.weight,
+                    health,
+                    last_error,
+                    health_since_ms: 0,
+                    file_count: files,
+                    total_bytes: bytes,
+                    ring_share: share,
+                    pending: !in_ring,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            nodes,
+            replicas: state.replicas,
+            vnodes: state.vnodes,
+            epoch: state.epoch,
+            change_in_progress: state.pending.is_some(),
+        }))
+    }
+
+    type AddNodeStream = ProgressStream;
+    async fn add_node(
+        &self,
+        req: Request<pb::ChangeRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let req = req.into_inner();
+        let addr = parse_addr(&req.node_address)?;
+        let weight = if req.weight == 0.0 { 1.0 } else { req.weight };
+        let m = self.manager.clone();
+        Ok(Response::new(run_with_progress(
+            &self.manager,
+            async move { m.add_node(&addr, weight).await },
+        )))
+    }
+
+    type RemoveNodeStream = ProgressStream;
+    async fn remove_node(
+        &self,
+        req: Request<pb::ChangeRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let addr = parse_addr(&req.get_ref().node_address)?;
+        let m = self.manager.clone();
+        Ok(Response::new(run_with_progress(
+            &self.manager,
+            async move { m.remove_node(&addr).await },
+        )))
+    }
+
+    type SetWeightStream = ProgressStream;
+    async fn set_weight(
+        &self,
+        req: Request<pb::SetWeightRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let req = req.into_inner();
+        let addr = parse_addr(&req.node_address)?;
+        let m = self.manager.clone();
+        Ok(Response::new(run_with_progress(
+            &self.manager,
+            async move { m.set_weight(&addr, req.weight).await },
+        )))
+    }
+
+    type WatchChangeStream = ProgressStream;
+    async fn watch_change(
+        &self,
+        _: Request<pb::WatchChangeRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let mut rx = self.manager.subscribe();
+        let (tx, out) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let p = to_pb(&rx.borrow_and_update());
+                let done = p.phase == Phase::Done.name() || p.phase == Phase::Idle.name();
+                if tx.send(Ok(p)).await.is_err() || done {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+
+    async fn verify(
+        &self,
+        _: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let report = self.manager.verify().await.map_err(refused)?;
+        Ok(Response::new(pb::VerifyResponse {
+            files_checked: report.files_checked,
+            problems: report
+                .problems
+                .iter()
+                .map(|p| pb::Problem {
+                    key: p.key().to_string(),
+                    kind: p.kind().into(),
+                    node: p.node().to_string(),
+                    detail: match p {
+                        crate::cluster::Problem::Mismatch { detail, .. } => detail.clone(),
+                        _ => String::new(),
+                    },
+                })
+                .collect(),
+        }))
+    }
+
+    type RepairStream = ProgressStream;
+    async fn repair(
+        &self,
+        _: Request<pb::RepairRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let m = self.manager.clone();
+        Ok(Response::new(run_with_progress(
+            &self.manager,
+            async move { m.repair().await },
+        )))
+    }
+}
+
+/// Each node's share of the hash space, sampled at evenly spaced points.
+fn ring_shares(ring: &crate::ring::TokenRing) -> Vec<(String, f64)> {
+    const SAMPLES: u64 = 1 << 14;
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let step = u64::MAX / SAMPLES;
+    for i in 0..SAMPLES {
+        if let Ok(owner) = ring.owner_by_hash(i * step) {
+            *counts.entry(owner.to_string()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(a, c)| (a, c as f64 / SAMPLES as f64))
+        .collect()
+}
