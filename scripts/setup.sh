@@ -23,6 +23,12 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The compatibility test drives the admin service from Python, with a client
+# generated from the course project's protocol.
+if ! python3 -c "import grpc_tools" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check grpcio-tools
+fi
+
 if [ -f package-lock.json ] && [ ! -d node_modules/dashjs ]; then
   have npm || { echo "setup: npm is required (Debian package npm)" >&2; exit 1; }
   npm ci --no-audit --no-fund --loglevel=error
