@@ -20,8 +20,10 @@
 //! the process dies anywhere, [`ClusterManager::recover`] (run at start-up)
 //! finishes the change, or rolls it back when a new node is gone.
 
+pub mod health;
 mod plan;
 
+pub use health::{HealthConfig, HealthTracker, Liveness, NodeLiveness};
 pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, owners_of, plan};
 
 use std::collections::BTreeSet;
