@@ -530,17 +530,30 @@ impl ClusterManager {
         }
     }
 
-    /// Lists every node of `nodes`: key → holders.
-    async fn holdings(&self, nodes: &[NodeEntry]) -> Result<Holdings> {
+    /// Lists every node of `nodes`: key → holders. A node outside
+    /// `required` that cannot be listed (a dead node being removed) is
+    /// skipped: its files are copied from the surviving replicas instead.
+    async fn holdings(&self, nodes: &[NodeEntry], required: &[NodeEntry]) -> Result<Holdings> {
         let mut holdings = Holdings::new();
         for n in nodes {
             let store = self.nodes.node(&n.addr);
-            let mut list = store.list(None);
-            while let Some(meta) = list
-                .try_next()
-                .await
-                .map_err(|e| node_error(&n.addr, "list", e))?
-            {
+            let mut found = Vec::new();
+            let listed: Result<()> = async {
+                let mut list = store.list(None);
+                while let Some(meta) = list.try_next().await? {
+                    found.push(meta);
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = listed {
+                if required.iter().any(|r| r.addr == n.addr) {
+                    return Err(node_error(&n.addr, "list", e));
+                }
+                tracing::warn!(node = %n.addr, error = %e, "cannot list a departing node; using the other replicas");
+                continue;
+            }
+            for meta in found {
                 holdings
                     .entry(meta.key.clone())
                     .or_default()
@@ -553,7 +566,7 @@ impl ClusterManager {
     async fn copy_phase(&self, state: &ClusterState, target: &[NodeEntry]) -> Result<u64> {
         self.set_progress(|p| p.phase = Phase::Planning);
         let all = union(&state.nodes, target);
-        let holdings = self.holdings(&all).await?;
+        let holdings = self.holdings(&all, target).await?;
         let ring = ring_of(target, state.vnodes);
         let plan = plan(&holdings, &ring, state.replicas as usize);
         let total = plan.copies.len() as u64;
@@ -646,7 +659,7 @@ impl ClusterManager {
                 tracing::warn!(node = %n.addr, "departed node unreachable; its copies are left in place");
             }
         }
-        let holdings = self.holdings(&reachable).await?;
+        let holdings = self.holdings(&reachable, &state.value.nodes).await?;
         let ring = ring_of(&state.value.nodes, state.value.vnodes);
         let plan = plan(&holdings, &ring, state.value.replicas as usize);
         for d in plan.safe_deletions() {
@@ -674,7 +687,7 @@ impl ClusterManager {
         for extra in [&state.pending, &state.previous].into_iter().flatten() {
             all = union(&all, extra);
         }
-        let holdings = self.holdings(&all).await?;
+        let holdings = self.holdings(&all, &[]).await?;
         let ring = ring_of(&state.nodes, state.vnodes);
         let plan = plan(&holdings, &ring, state.replicas as usize);
         Ok(VerifyReport {
