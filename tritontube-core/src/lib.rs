@@ -36,6 +36,8 @@ pub mod cluster;
 #[cfg(feature = "runtime")]
 pub mod metadata;
 #[cfg(feature = "runtime")]
+pub mod node;
+#[cfg(feature = "runtime")]
 pub mod proto;
 #[cfg(feature = "runtime")]
 pub mod store;

@@ -197,3 +197,12 @@ pub trait ContentStoreExt: ContentStore {
 }
 
 impl<S: ContentStore + ?Sized> ContentStoreExt for S {}
+
+pub mod conformance;
+mod local;
+mod network;
+mod node_client;
+
+pub use local::LocalContentStore;
+pub use network::{NetworkContentStore, Placement};
+pub use node_client::{NodeClient, NodeClientConfig};

@@ -1,0 +1,248 @@
+//! The storage node: a [`LocalContentStore`] served over gRPC
+//! (`tritontube.storage.v1.StorageNode`).
+//!
+//! Every key a client sends is validated here again, whatever the client
+//! library did: a node never touches a path outside its base directory.
+//! Bodies move in chunks of at most [`MAX_CHUNK`] bytes.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{Error, Result};
+use crate::id::{ContentKey, VideoId};
+use crate::proto::storage as pb;
+use crate::proto::storage::storage_node_server::{StorageNode, StorageNodeServer};
+use crate::store::{
+    ByteStream, ContentStore, GetOptions, LocalContentStore, ObjectMeta, PutOptions, Sha256Digest,
+};
+
+/// Largest body chunk in one message (well under gRPC's 4 MiB default).
+pub const MAX_CHUNK: usize = 1024 * 1024;
+
+/// Files per `List` message.
+const LIST_PAGE: usize = 500;
+
+/// Serves the storage-node protocol for `store` on `listener` until
+/// `shutdown` resolves; requests in flight are allowed to finish.
+pub async fn serve(
+    listener: TcpListener,
+    store: LocalContentStore,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(service(store))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::backend("storage node", "gRPC server failed", e))
+}
+
+/// The gRPC service for `store`, to mount on a server of your own.
+pub fn service(store: LocalContentStore) -> StorageNodeServer<NodeService> {
+    StorageNodeServer::new(NodeService { store })
+}
+
+/// The storage-node gRPC service.
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    store: LocalContentStore,
+}
+
+/// Validates a key as sent on the wire.
+pub(crate) fn key_from_pb(k: Option<&pb::FileKey>) -> Result<ContentKey> {
+    let k = k.ok_or_else(|| Error::invalid("content key", "", "missing"))?;
+    ContentKey::from_parts(&k.video_id, &k.filename)
+}
+
+/// The wire form of a key.
+pub(crate) fn key_to_pb(k: &ContentKey) -> pb::FileKey {
+    pb::FileKey {
+        video_id: k.video().to_string(),
+        filename: k.file().to_string(),
+    }
+}
+
+pub(crate) fn info_to_pb(m: &ObjectMeta) -> pb::FileInfo {
+    pb::FileInfo {
+        key: Some(key_to_pb(&m.key)),
+        size: m.size,
+        sha256: m.sha256.0.to_vec(),
+    }
+}
+
+fn refuse(e: Error) -> Status {
+    if !e.is_not_found() {
+        tracing::info!(error = %e, "request refused");
+    }
+    Status::from(e)
+}
+
+type Chunks<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl StorageNode for NodeService {
+    async fn put(
+        &self,
+        req: Request<Streaming<pb::PutRequest>>,
+    ) -> std::result::Result<Response<pb::PutResponse>, Status> {
+        let mut incoming = req.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| refuse(Error::invalid("put", "", "empty request stream")))?;
+        let header = first.header.ok_or_else(|| {
+            refuse(Error::invalid(
+                "put",
+                "",
+                "the first message must carry the header",
+            ))
+        })?;
+        let key = key_from_pb(header.key.as_ref()).map_err(refuse)?;
+        let expected_sha256 = if header.expected_sha256.is_empty() {
+            None
+        } else {
+            Some(
+                Sha256Digest::from_slice(&header.expected_sha256).ok_or_else(|| {
+                    refuse(Error::invalid(
+                        "expected_sha256",
+                        hex::encode(&header.expected_sha256),
+                        "must be 32 bytes",
+                    ))
+                })?,
+            )
+        };
+        let opts = PutOptions {
+            expected_sha256,
+            expected_size: (header.expected_size > 0).then_some(header.expected_size),
+        };
+        let first_chunk = Bytes::from(first.chunk);
+        let rest = incoming.map(|m| match m {
+            Ok(m) => Ok(Bytes::from(m.chunk)),
+            Err(s) => Err(Error::Unavailable {
+                what: "upload stream".into(),
+                reason: s.message().to_string(),
+            }),
+        });
+        let body: ByteStream =
+            Box::pin(futures::stream::once(async move { Ok(first_chunk) }).chain(rest));
+        let meta = self.store.put(&key, body, opts).await.map_err(refuse)?;
+        Ok(Response::new(pb::PutResponse {
+            info: Some(info_to_pb(&meta)),
+        }))
+    }
+
+    type GetStream = Chunks<pb::GetResponse>;
+
+    async fn get(
+        &self,
+        req: Request<pb::GetRequest>,
+    ) -> std::result::Result<Response<Self::GetStream>, Status> {
+        let req = req.into_inner();
+        let key = key_from_pb(req.key.as_ref()).map_err(refuse)?;
+        let opts = GetOptions {
+            range: req.range.map(|r| r.start..r.end),
+        };
+        let got = self.store.get(&key, opts).await.map_err(refuse)?;
+        let head = pb::GetResponse {
+            info: Some(info_to_pb(&got.meta)),
+            chunk: Vec::new(),
+        };
+        let body = got.stream.flat_map(|c| {
+            let msgs: Vec<std::result::Result<pb::GetResponse, Status>> = match c {
+                Ok(b) => b
+                    .chunks(MAX_CHUNK)
+                    .map(|c| {
+                        Ok(pb::GetResponse {
+                            info: None,
+                            chunk: c.to_vec(),
+                        })
+                    })
+                    .collect(),
+                Err(e) => vec![Err(refuse(e))],
+            };
+            futures::stream::iter(msgs)
+        });
+        Ok(Response::new(Box::pin(
+            futures::stream::once(async { Ok(head) }).chain(body),
+        )))
+    }
+
+    async fn stat(
+        &self,
+        req: Request<pb::StatRequest>,
+    ) -> std::result::Result<Response<pb::FileInfo>, Status> {
+        let key = key_from_pb(req.get_ref().key.as_ref()).map_err(refuse)?;
+        let meta = self.store.head(&key).await.map_err(refuse)?;
+        Ok(Response::new(info_to_pb(&meta)))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> std::result::Result<Response<pb::DeleteResponse>, Status> {
+        let key = key_from_pb(req.get_ref().key.as_ref()).map_err(refuse)?;
+        self.store.delete(&key).await.map_err(refuse)?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    type ListStream = Chunks<pb::ListResponse>;
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> std::result::Result<Response<Self::ListStream>, Status> {
+        let video = match req.get_ref().video_id.as_str() {
+            "" => None,
+            v => Some(VideoId::new(v).map_err(refuse)?),
+        };
+        let store = self.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let list = store.list(video.as_ref());
+            let mut pages = list.chunks(LIST_PAGE);
+            while let Some(page) = pages.next().await {
+                let msg = page
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()
+                    .map(|files| pb::ListResponse {
+                        files: files.iter().map(info_to_pb).collect(),
+                    })
+                    .map_err(refuse);
+                let failed = msg.is_err();
+                if tx.send(msg).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn health(
+        &self,
+        _: Request<pb::HealthRequest>,
+    ) -> std::result::Result<Response<pb::HealthResponse>, Status> {
+        let (files, bytes) = self.store.usage().await.map_err(refuse)?;
+        // A node that cannot write its directory is not serving.
+        let probe = self.store.base().join(".health-probe");
+        let state = match tokio::fs::write(&probe, b"ok").await {
+            Ok(()) => {
+                let _ = tokio::fs::remove_file(&probe).await;
+                "serving".to_string()
+            }
+            Err(e) => format!("read-only: {e}"),
+        };
+        Ok(Response::new(pb::HealthResponse {
+            state,
+            file_count: files,
+            total_bytes: bytes,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+}

@@ -1,0 +1,537 @@
+//! [`NetworkContentStore`]: files spread over storage nodes by the ring, with
+//! replicas.
+//!
+//! Each key is placed on the first `R` distinct nodes clockwise from its hash
+//! (its preference list). During a ring change the placement holds two rings
+//! (garage's "read the synced version, write all live versions" rule):
+//!
+//! - writes and deletes go to the union of current and pending owners;
+//! - reads try current owners first, then pending owners.
+//!
+//! Reads skip nodes the [`HealthTracker`] knows to be down, fail over to the
+//! next replica on any error (resuming mid-file with a ranged read when a node
+//! dies while streaming), and a write whose owner is down goes to the next
+//! live node on the ring instead (a hinted copy that `repair` hands back).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{
+    ByteStream, ContentStore, GetOptions, GetResult, MetaStream, NodeClient, NodeClientConfig,
+    ObjectMeta, PutOptions,
+};
+use crate::cluster::{HealthTracker, NodeHealth, Nodes, ring_of};
+use crate::error::{Error, Result};
+use crate::id::{ContentKey, NodeAddr, VideoId};
+use crate::metadata::ClusterState;
+use crate::ring::{HashRing, TokenRing, key_hash};
+
+/// Where keys live: the current ring and, during a change, the pending one.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The committed ring.
+    pub current: TokenRing,
+    /// The ring being migrated to, if a change is under way.
+    pub pending: Option<TokenRing>,
+    /// Copies of every file.
+    pub replicas: usize,
+}
+
+impl Placement {
+    /// The placement a cluster state describes.
+    pub fn from_state(state: &ClusterState) -> Self {
+        Placement {
+            current: ring_of(&state.nodes, state.vnodes),
+            pending: state.pending.as_ref().map(|p| ring_of(p, state.vnodes)),
+            replicas: state.replicas.max(1) as usize,
+        }
+    }
+
+    fn prefs(ring: &TokenRing, hash: u64, n: usize) -> Vec<NodeAddr> {
+        let mut buf = vec![""; n.min(ring.node_count())];
+        match ring.preference_by_hash(hash, &mut buf) {
+            Ok(k) => buf[..k]
+                .iter()
+                .filter_map(|a| NodeAddr::new(*a).ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Every member of either ring.
+    pub fn all_nodes(&self) -> Vec<NodeAddr> {
+        let mut out: Vec<NodeAddr> = Vec::new();
+        for ring in std::iter::once(&self.current).chain(self.pending.as_ref()) {
+            for a in ring.nodes_in_ring_order() {
+                if let Ok(a) = NodeAddr::new(a)
+                    && !out.contains(&a)
+                {
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A [`ContentStore`] over a cluster of storage nodes.
+#[derive(Debug)]
+pub struct NetworkContentStore {
+    placement: RwLock<Arc<Placement>>,
+    clients: RwLock<HashMap<NodeAddr, NodeClient>>,
+    config: NodeClientConfig,
+    health: Arc<HealthTracker>,
+}
+
+impl NetworkContentStore {
+    /// A store routing by `placement`, reaching nodes with `config`.
+    pub fn new(placement: Placement, config: NodeClientConfig, health: Arc<HealthTracker>) -> Self {
+        NetworkContentStore {
+            placement: RwLock::new(Arc::new(placement)),
+            clients: RwLock::new(HashMap::new()),
+            config,
+            health,
+        }
+    }
+
+    /// A store over `nodes` (weight 1) with `replicas` copies and `vnodes`
+    /// virtual nodes per node.
+    pub fn with_nodes(nodes: &[NodeAddr], replicas: usize, vnodes: u32) -> Result<Self> {
+        let mut ring = TokenRing::new(vnodes);
+        for n in nodes {
+            ring.add_node(n.as_str(), 1.0)?;
+        }
+        Ok(Self::new(
+            Placement {
+                current: ring,
+                pending: None,
+                replicas,
+            },
+            NodeClientConfig::default(),
+            Arc::new(HealthTracker::default()),
+        ))
+    }
+
+    /// The placement in force.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Routes by `placement` from now on.
+    pub fn set_placement(&self, placement: Placement) {
+        *self.placement.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(placement);
+    }
+
+    /// The failure detector this store consults and feeds.
+    pub fn health_tracker(&self) -> &Arc<HealthTracker> {
+        &self.health
+    }
+
+    /// The client of one node.
+    pub fn client(&self, addr: &NodeAddr) -> NodeClient {
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+        {
+            return c.clone();
+        }
+        let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(addr.clone())
+            .or_insert_with(|| NodeClient::new(addr.clone(), self.config.clone()))
+            .clone()
+    }
+
+    /// Nodes a write of `key` goes to: its owners in both rings, with a down
+    /// owner replaced by the next live node clockwise (a hinted copy).
+    fn write_targets(&self, key: &ContentKey) -> Vec<NodeAddr> {
+        let p = self.placement();
+        let h = key_hash(key.as_str());
+        let mut out: Vec<NodeAddr> = Vec::new();
+        for ring in std::iter::once(&p.current).chain(p.pending.as_ref()) {
+            let walk = Placement::prefs(ring, h, ring.node_count());
+            let mut live = 0;
+            for n in &walk {
+                if live == p.replicas {
+                    break;
+                }
+                if self.health.is_down(n) {
+                    continue;
+                }
+                live += 1;
+                if !out.contains(n) {
+                    out.push(n.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Nodes a read of `key` tries, in order: current owners, pending owners,
+    /// then the next nodes clockwise (where hinted copies land); nodes known
+    /// to be down go last.
+    fn read_candidates(&self, key: &ContentKey) -> Vec<NodeAddr> {
+        let p = self.placement();
+        let h = key_hash(key.as_str());
+        let mut out: Vec<NodeAddr> = Vec::new();
+        let mut push_all = |v: Vec<NodeAddr>| {
+            for n in v {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        };
+        push_all(Placement::prefs(&p.current, h, p.replicas));
+        if let Some(pending) = &p.pending {
+            push_all(Placement::prefs(pending, h, p.replicas));
+        }
+        push_all(Placement::prefs(&p.current, h, p.replicas + 2));
+        let (up, down): (Vec<_>, Vec<_>) = out.into_iter().partition(|n| !self.health.is_down(n));
+        up.into_iter().chain(down).collect()
+    }
+
+    fn note(&self, node: &NodeAddr, r: &Result<impl Sized>) {
+        match r {
+            Ok(_) => self.health.record_success(node),
+            Err(e @ (Error::Node { .. } | Error::Unavailable { .. })) => {
+                self.health.record_failure(node, &e.to_string())
+            }
+            Err(_) => self.health.record_success(node),
+        }
+    }
+
+    async fn get_from(
+        &self,
+        key: &ContentKey,
+        opts: GetOptions,
+        skip: usize,
+    ) -> Result<(usize, GetResult)> {
+        let candidates = self.read_candidates(key);
+        let mut failures = Vec::new();
+        for (i, node) in candidates.iter().enumerate().skip(skip) {
+            let r = self.client(node).get(key, opts.clone()).await;
+            self.note(node, &r);
+            match r {
+                Ok(g) => return Ok((i, g)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => failures.push((node.to_string(), e.to_string())),
+            }
+        }
+        if failures.is_empty() {
+            Err(Error::not_found(key.as_str()))
+        } else {
+            Err(Error::Unavailable {
+                what: format!("file {key}"),
+                reason: format!(
+                    "no replica could serve it: {}",
+                    failures
+                        .iter()
+                        .map(|(n, e)| format!("{n} ({e})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+        }
+    }
+}
+
+#[async_trait]
+impl ContentStore for NetworkContentStore {
+    async fn put(
+        &self,
+        key: &ContentKey,
+        mut body: ByteStream,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
+        let targets = self.write_targets(key);
+        let needed = self.placement().replicas.min(targets.len()).max(1);
+        if targets.is_empty() {
+            return Err(Error::EmptyRing);
+        }
+        // Fan the body out to every target at once; a slow node slows the
+        // write (bounded channels), it never makes it buffer the file.
+        let mut senders = Vec::new();
+        let mut calls = Vec::new();
+        for node in &targets {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
+            senders.push(Some(tx));
+            let client = self.client(node);
+            let key = key.clone();
+            let opts = opts.clone();
+            calls.push(tokio::spawn(async move {
+                let body: ByteStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+                client.put(&key, body, opts).await
+            }));
+        }
+        let mut body_error = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(b) => {
+                    for s in senders.iter_mut() {
+                        if let Some(tx) = s
+                            && tx.send(Ok(b.clone())).await.is_err()
+                        {
+                            // That node's put ended early; its result says why.
+                            *s = None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    for tx in senders.iter().flatten() {
+                        let _ = tx
+                            .send(Err(Error::Unavailable {
+                                what: "upload".into(),
+                                reason: e.to_string(),
+                            }))
+                            .await;
+                    }
+                    body_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(senders);
+        let mut ok = None;
+        let mut succeeded = 0;
+        let mut failures = Vec::new();
+        let mut mismatch = None;
+        for (node, call) in targets.iter().zip(calls) {
+            let r = call
+                .await
+                .unwrap_or_else(|e| Err(Error::backend("network store", "write task failed", e)));
+            self.note(node, &r);
+            match r {
+                Ok(m) => {
+                    succeeded += 1;
+                    ok = Some(m);
+                }
+                Err(e) => {
+                    if matches!(e, Error::ChecksumMismatch { .. }) {
+                        mismatch = Some(e.to_string());
+                    }
+                    failures.push((node.to_string(), e.to_string()));
+                }
+            }
+        }
+        if let Some(e) = body_error {
+            return Err(e);
+        }
+        if let Some(m) = mismatch
+            && succeeded == 0
+        {
+            return Err(Error::ChecksumMismatch {
+                key: key.to_string(),
+                expected: opts.expected_sha256.map(|d| d.to_hex()).unwrap_or_default(),
+                actual: m,
+            });
+        }
+        match ok {
+            Some(m) if succeeded >= needed => Ok(m),
+            _ => Err(Error::InsufficientReplicas {
+                key: key.to_string(),
+                needed,
+                succeeded,
+                failures,
+            }),
+        }
+    }
+
+    async fn get(&self, key: &ContentKey, opts: GetOptions) -> Result<GetResult> {
+        let (index, first) = self.get_from(key, opts.clone(), 0).await?;
+        let meta = first.meta.clone();
+        let range = first.range.clone();
+        // If the serving node fails mid-stream, resume from the next replica
+        // at the byte where it stopped.
+        struct State {
+            store: Arc<NetworkResume>,
+            key: ContentKey,
+            stream: ByteStream,
+            next_candidate: usize,
+            pos: u64,
+            end: u64,
+            retries: usize,
+        }
+        let resume = Arc::new(NetworkResume {
+            candidates: self.read_candidates(key),
+            clients: self
+                .read_candidates(key)
+                .iter()
+                .map(|n| self.client(n))
+                .collect(),
+            sha: meta.sha256,
+        });
+        let state = State {
+            store: resume,
+            key: key.clone(),
+            stream: first.stream,
+            next_candidate: index + 1,
+            pos: range.start,
+            end: range.end,
+            retries: 0,
+        };
+        let stream = futures::stream::unfold(Some(state), |st| async move {
+            let mut st = st?;
+            loop {
+                match st.stream.next().await {
+                    Some(Ok(b)) => {
+                        st.pos += b.len() as u64;
+                        return Some((Ok(b), Some(st)));
+                    }
+                    None if st.pos >= st.end => return None,
+                    None | Some(Err(_)) => {
+                        // Find another replica holding the same bytes.
+                        let mut resumed = false;
+                        while st.next_candidate < st.store.clients.len() && st.retries < 4 {
+                            let c = &st.store.clients[st.next_candidate];
+                            st.next_candidate += 1;
+                            st.retries += 1;
+                            let opts = GetOptions {
+                                range: Some(st.pos..st.end),
+                            };
+                            if let Ok(g) = c.get(&st.key, opts).await
+                                && g.meta.sha256 == st.store.sha
+                            {
+                                st.stream = g.stream;
+                                resumed = true;
+                                break;
+                            }
+                        }
+                        if !resumed {
+                            let e = Error::Unavailable {
+                                what: format!("file {}", st.key),
+                                reason: format!(
+                                    "stream broke at byte {} and no replica ({}) could resume it",
+                                    st.pos,
+                                    st.store
+                                        .candidates
+                                        .iter()
+                                        .map(|c| c.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            };
+                            return Some((Err(e), None));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(GetResult {
+            meta,
+            range,
+            stream: Box::pin(stream),
+        })
+    }
+
+    async fn head(&self, key: &ContentKey) -> Result<ObjectMeta> {
+        let mut failures = Vec::new();
+        for node in self.read_candidates(key) {
+            let r = self.client(&node).head(key).await;
+            self.note(&node, &r);
+            match r {
+                Ok(m) => return Ok(m),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => failures.push(format!("{node} ({e})")),
+            }
+        }
+        if failures.is_empty() {
+            Err(Error::not_found(key.as_str()))
+        } else {
+            Err(Error::Unavailable {
+                what: format!("file {key}"),
+                reason: format!("no replica answered: {}", failures.join(", ")),
+            })
+        }
+    }
+
+    async fn delete(&self, key: &ContentKey) -> Result<()> {
+        let mut targets = self.read_candidates(key);
+        for n in self.write_targets(key) {
+            if !targets.contains(&n) {
+                targets.push(n);
+            }
+        }
+        let mut deleted = 0;
+        let mut failures = Vec::new();
+        for node in targets {
+            let r = self.client(&node).delete(key).await;
+            self.note(&node, &r);
+            match r {
+                Ok(()) => deleted += 1,
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => failures.push((node.to_string(), e.to_string())),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(Error::InsufficientReplicas {
+                key: key.to_string(),
+                needed: deleted + failures.len(),
+                succeeded: deleted,
+                failures,
+            });
+        }
+        if deleted == 0 {
+            return Err(Error::not_found(key.as_str()));
+        }
+        Ok(())
+    }
+
+    fn list(&self, video: Option<&VideoId>) -> MetaStream<'_> {
+        let nodes = self.placement().all_nodes();
+        let video = video.cloned();
+        let lists: Vec<_> = nodes
+            .into_iter()
+            .map(|n| {
+                let client = self.client(&n);
+                let video = video.clone();
+                futures::stream::once(async move {
+                    let items: Vec<Result<ObjectMeta>> =
+                        client.list(video.as_ref()).collect().await;
+                    futures::stream::iter(items)
+                })
+                .flatten()
+                .boxed()
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        Box::pin(futures::stream::iter(lists).flatten().filter_map(move |m| {
+            let keep = match &m {
+                Ok(meta) => seen.insert(meta.key.clone()),
+                Err(_) => true,
+            };
+            futures::future::ready(keep.then_some(m))
+        }))
+    }
+}
+
+struct NetworkResume {
+    candidates: Vec<NodeAddr>,
+    clients: Vec<NodeClient>,
+    sha: super::Sha256Digest,
+}
+
+#[async_trait]
+impl Nodes for NetworkContentStore {
+    fn node(&self, addr: &NodeAddr) -> Arc<dyn ContentStore> {
+        Arc::new(self.client(addr))
+    }
+
+    async fn health(&self, addr: &NodeAddr) -> Result<NodeHealth> {
+        let r = self.client(addr).health().await;
+        self.note(addr, &r);
+        r
+    }
+
+    fn apply(&self, state: &ClusterState) {
+        self.set_placement(Placement::from_state(state));
+    }
+}
