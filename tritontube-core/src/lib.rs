@@ -40,6 +40,8 @@ pub mod node;
 #[cfg(feature = "runtime")]
 pub mod proto;
 #[cfg(feature = "runtime")]
+pub mod shutdown;
+#[cfg(feature = "runtime")]
 pub mod store;
 
 pub use error::{Error, Result};
