@@ -43,6 +43,8 @@ pub mod proto;
 pub mod shutdown;
 #[cfg(feature = "runtime")]
 pub mod store;
+#[cfg(feature = "runtime")]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use id::{ContentKey, FileName, NodeAddr, VideoId};

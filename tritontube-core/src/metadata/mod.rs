@@ -183,7 +183,8 @@ pub struct AdminLease {
 ///   [`crate::Error::AlreadyExists`].
 /// - `get_video`, `update_video` and `delete_video` of an unknown id fail
 ///   with [`crate::Error::NotFound`].
-/// - `list_videos` returns newest first (by `uploaded_at_ms`, then id) and
+/// - `list_videos` returns newest first (by `uploaded_at_ms`; equal times by
+///   ascending id) and
 ///   pages through every video exactly once.
 /// - `cluster_state` is `None` until first written; `put_cluster_state`
 ///   succeeds only if the stored version still equals `expected` (`None` =
@@ -227,4 +228,88 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn renew_admin_lock(&self, lease: &AdminLease) -> Result<()>;
     /// Releases a held lock (no error if it had already expired).
     async fn unlock_admin(&self, lease: &AdminLease) -> Result<()>;
+}
+
+macro_rules! forward_metadata {
+    ($t:ty) => {
+        #[async_trait]
+        impl<S: MetadataStore + ?Sized> MetadataStore for $t {
+            async fn create_video(&self, video: &Video) -> Result<()> {
+                (**self).create_video(video).await
+            }
+            async fn get_video(&self, id: &VideoId) -> Result<Video> {
+                (**self).get_video(id).await
+            }
+            async fn list_videos(&self, page: PageRequest) -> Result<VideoPage> {
+                (**self).list_videos(page).await
+            }
+            async fn set_video_state(&self, id: &VideoId, state: VideoState) -> Result<()> {
+                (**self).set_video_state(id, state).await
+            }
+            async fn set_video_facts(&self, id: &VideoId, facts: &VideoFacts) -> Result<()> {
+                (**self).set_video_facts(id, facts).await
+            }
+            async fn delete_video(&self, id: &VideoId) -> Result<()> {
+                (**self).delete_video(id).await
+            }
+            async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>> {
+                (**self).cluster_state().await
+            }
+            async fn put_cluster_state(
+                &self,
+                expected: Option<u64>,
+                state: &ClusterState,
+            ) -> Result<u64> {
+                (**self).put_cluster_state(expected, state).await
+            }
+            async fn wait_cluster_change(
+                &self,
+                known: Option<u64>,
+                timeout: Duration,
+            ) -> Result<Option<Versioned<ClusterState>>> {
+                (**self).wait_cluster_change(known, timeout).await
+            }
+            async fn try_lock_admin(&self, holder: &str, ttl: Duration) -> Result<AdminLease> {
+                (**self).try_lock_admin(holder, ttl).await
+            }
+            async fn renew_admin_lock(&self, lease: &AdminLease) -> Result<()> {
+                (**self).renew_admin_lock(lease).await
+            }
+            async fn unlock_admin(&self, lease: &AdminLease) -> Result<()> {
+                (**self).unlock_admin(lease).await
+            }
+        }
+    };
+}
+
+forward_metadata!(std::sync::Arc<S>);
+forward_metadata!(Box<S>);
+
+pub mod conformance;
+mod etcd;
+mod sqlite;
+
+pub use etcd::{DEFAULT_PREFIX, EtcdMetadataStore};
+pub use sqlite::SqliteMetadataStore;
+
+/// Opens a metadata store from the course project's command-line words:
+/// `("sqlite", "./metadata.db")` or `("etcd", "h1:2379,h2:2379")`.
+pub async fn open(kind: &str, option: &str) -> Result<std::sync::Arc<dyn MetadataStore>> {
+    match kind {
+        "sqlite" => {
+            let path = option.to_string();
+            let store = tokio::task::spawn_blocking(move || SqliteMetadataStore::open(path))
+                .await
+                .map_err(|e| crate::Error::backend("sqlite", "open task failed", e))??;
+            Ok(std::sync::Arc::new(store))
+        }
+        "etcd" => Ok(std::sync::Arc::new(
+            EtcdMetadataStore::connect(option).await?,
+        )),
+        other => Err(crate::Error::invalid(
+            "metadata kind",
+            other,
+            "expected `sqlite <path>` or `etcd <host:port,...>`",
+        )),
+    }
 }

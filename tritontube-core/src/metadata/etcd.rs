@@ -1,0 +1,498 @@
+//! [`EtcdMetadataStore`]: metadata in etcd, for many web servers.
+//!
+//! Key layout, under a configurable prefix (default `/tritontube/`):
+//!
+//! | key | value |
+//! |---|---|
+//! | `<prefix>videos/<id>` | the video record, JSON |
+//! | `<prefix>by-time/<inverted ms, 20 digits>/<id>` | the id; lists newest first in key order |
+//! | `<prefix>cluster` | the cluster state, JSON; its `mod_revision` is its version |
+//! | `<prefix>admin-lock` | `{"holder": .., "token": lease id}`, attached to a lease |
+//!
+//! Create-if-absent and every read-modify-write are transactions comparing
+//! revisions, so racing writers never overwrite each other. The admin lock is
+//! a key created only if absent, bound to a lease: if its holder dies, the
+//! lease expires and the key goes with it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
+};
+
+use super::{
+    AdminLease, ClusterState, MetadataStore, PageRequest, Versioned, Video, VideoFacts, VideoPage,
+    VideoState,
+};
+use crate::error::{Error, Result};
+use crate::id::VideoId;
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "/tritontube/";
+
+/// Metadata in an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdMetadataStore {
+    client: Client,
+    prefix: String,
+    endpoints: String,
+}
+
+impl std::fmt::Debug for EtcdMetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdMetadataStore")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl EtcdMetadataStore {
+    /// Connects to the etcd cluster at `endpoints` (`host:port`, comma
+    /// separated) with the default prefix. Fails within a few seconds with a
+    /// clear error if no endpoint answers.
+    pub async fn connect(endpoints: &str) -> Result<Self> {
+        Self::connect_with_prefix(endpoints, DEFAULT_PREFIX).await
+    }
+
+    /// Connects with a key prefix of your own (several deployments can share
+    /// one etcd cluster).
+    pub async fn connect_with_prefix(endpoints: &str, prefix: &str) -> Result<Self> {
+        let list: Vec<String> = endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if list.is_empty() {
+            return Err(Error::invalid(
+                "etcd endpoints",
+                endpoints,
+                "expected host:port[,host:port...]",
+            ));
+        }
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        let unavailable = |reason: String| Error::Unavailable {
+            what: format!("etcd at {endpoints}"),
+            reason,
+        };
+        let mut client =
+            tokio::time::timeout(Duration::from_secs(5), Client::connect(&list, Some(opts)))
+                .await
+                .map_err(|_| unavailable("no answer within 5s".into()))?
+                .map_err(|e| unavailable(e.to_string()))?;
+        // connect() may succeed lazily; ask something to be sure.
+        tokio::time::timeout(Duration::from_secs(5), client.status())
+            .await
+            .map_err(|_| unavailable("no answer within 5s".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut prefix = prefix.to_string();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(EtcdMetadataStore {
+            client,
+            prefix,
+            endpoints: endpoints.to_string(),
+        })
+    }
+
+    fn video_key(&self, id: &str) -> String {
+        format!("{}videos/{id}", self.prefix)
+    }
+
+    fn time_key(&self, ms: i64, id: &str) -> String {
+        format!("{}by-time/{:020}/{id}", self.prefix, i64::MAX - ms.max(0))
+    }
+
+    fn cluster_key(&self) -> String {
+        format!("{}cluster", self.prefix)
+    }
+
+    fn lock_key(&self) -> String {
+        format!("{}admin-lock", self.prefix)
+    }
+
+    fn err(&self, what: &str, e: etcd_client::Error) -> Error {
+        Error::Unavailable {
+            what: format!("etcd at {}", self.endpoints),
+            reason: format!("{what}: {e}"),
+        }
+    }
+
+    /// Runs one request, retrying a few times on transport errors: the
+    /// client spreads requests over the endpoints, so a retry reaches another
+    /// member when one is down.
+    async fn retry<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let mut last = None;
+        for attempt in 0..6 {
+            match f(self.client.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(
+                    e @ (etcd_client::Error::TransportError(_) | etcd_client::Error::GRpcStatus(_)),
+                ) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+                }
+                Err(e) => return Err(self.err(what, e)),
+            }
+        }
+        Err(self.err(what, last.expect("at least one attempt")))
+    }
+
+    async fn txn(&self, what: &str, txn: Txn) -> Result<etcd_client::TxnResponse> {
+        self.retry(what, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    async fn get_raw(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let r = self
+            .retry("get", |mut c| async move { c.get(key, None).await })
+            .await?;
+        Ok(r.kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+    }
+
+    fn decode_video(&self, id: &str, bytes: &[u8]) -> Result<Video> {
+        let key = self.video_key(id);
+        let v: Video = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        if v.id.as_str() != id {
+            return Err(Error::Corrupt {
+                key,
+                reason: format!("the record's id is {:?}", v.id.as_str()),
+            });
+        }
+        Ok(v)
+    }
+
+    async fn update_video(&self, id: &VideoId, f: impl Fn(&mut Video)) -> Result<()> {
+        let key = self.video_key(id.as_str());
+        for _ in 0..16 {
+            let Some((bytes, rev)) = self.get_raw(&key).await? else {
+                return Err(Error::not_found(format!("video {id}")));
+            };
+            let mut v = self.decode_video(id.as_str(), &bytes)?;
+            f(&mut v);
+            let json = serde_json::to_vec(&v).map_err(|e| Error::backend("etcd", "encode", e))?;
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    rev,
+                )])
+                .and_then(vec![TxnOp::put(key.clone(), json, None)]);
+            if self.txn("update", txn).await?.succeeded() {
+                return Ok(());
+            }
+        }
+        Err(Error::Conflict {
+            key: key.clone(),
+            reason: "too many concurrent updates".into(),
+        })
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LockRecord {
+    holder: String,
+    token: i64,
+}
+
+#[async_trait]
+impl MetadataStore for EtcdMetadataStore {
+    async fn create_video(&self, video: &Video) -> Result<()> {
+        let key = self.video_key(video.id.as_str());
+        let json = serde_json::to_vec(video).map_err(|e| Error::backend("etcd", "encode", e))?;
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![
+                TxnOp::put(key, json, None),
+                TxnOp::put(
+                    self.time_key(video.uploaded_at_ms, video.id.as_str()),
+                    video.id.as_str(),
+                    None,
+                ),
+            ]);
+        if self.txn("create", txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Err(Error::AlreadyExists {
+                key: format!("video {}", video.id),
+            })
+        }
+    }
+
+    async fn get_video(&self, id: &VideoId) -> Result<Video> {
+        match self.get_raw(&self.video_key(id.as_str())).await? {
+            Some((b, _)) => self.decode_video(id.as_str(), &b),
+            None => Err(Error::not_found(format!("video {id}"))),
+        }
+    }
+
+    async fn list_videos(&self, page: PageRequest) -> Result<VideoPage> {
+        let limit = if page.limit == 0 {
+            100
+        } else {
+            page.limit.min(1000)
+        };
+        let base = format!("{}by-time/", self.prefix);
+        let start = match &page.cursor {
+            Some(c) if c.starts_with(&base) => format!("{c}\0"),
+            Some(c) => {
+                return Err(Error::invalid(
+                    "page cursor",
+                    c,
+                    "expected the `next` value of a previous page",
+                ));
+            }
+            None => base.clone(),
+        };
+        let end = format!("{}by-time0", self.prefix);
+        let opts = GetOptions::new()
+            .with_range(end)
+            .with_limit(limit as i64 + 1)
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        let r = self
+            .retry("list", |mut c| {
+                let (start, opts) = (start.clone(), opts.clone());
+                async move { c.get(start, Some(opts)).await }
+            })
+            .await?;
+        let index: Vec<(String, String)> = r
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).to_string(),
+                    String::from_utf8_lossy(kv.value()).to_string(),
+                )
+            })
+            .collect();
+        let more = index.len() > limit;
+        let index: Vec<_> = index.into_iter().take(limit).collect();
+        let ops: Vec<TxnOp> = index
+            .iter()
+            .map(|(_, id)| TxnOp::get(self.video_key(id), None))
+            .collect();
+        let resp = self.txn("list", Txn::new().and_then(ops)).await?;
+        let mut videos = Vec::new();
+        for ((_, id), op) in index.iter().zip(resp.op_responses()) {
+            if let TxnOpResponse::Get(g) = op
+                && let Some(kv) = g.kvs().first()
+            {
+                match self.decode_video(id, kv.value()) {
+                    Ok(v) => videos.push(v),
+                    Err(e) => tracing::warn!(error = %e, "skipping a corrupt video record"),
+                }
+            }
+        }
+        let next = if more {
+            index.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        Ok(VideoPage { videos, next })
+    }
+
+    async fn set_video_state(&self, id: &VideoId, state: VideoState) -> Result<()> {
+        self.update_video(id, |v| v.state = state.clone()).await
+    }
+
+    async fn set_video_facts(&self, id: &VideoId, facts: &VideoFacts) -> Result<()> {
+        self.update_video(id, |v| v.facts = facts.clone()).await
+    }
+
+    async fn delete_video(&self, id: &VideoId) -> Result<()> {
+        let key = self.video_key(id.as_str());
+        let Some((bytes, rev)) = self.get_raw(&key).await? else {
+            return Err(Error::not_found(format!("video {id}")));
+        };
+        // Even a corrupt record can be deleted; its index entry is found by
+        // its time when readable.
+        let mut ops = vec![TxnOp::delete(key.clone(), None)];
+        if let Ok(v) = self.decode_video(id.as_str(), &bytes) {
+            ops.push(TxnOp::delete(
+                self.time_key(v.uploaded_at_ms, id.as_str()),
+                None,
+            ));
+        }
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(key, CompareOp::Equal, rev)])
+            .and_then(ops);
+        if self.txn("delete", txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Err(Error::Conflict {
+                key: format!("video {id}"),
+                reason: "changed while being deleted".into(),
+            })
+        }
+    }
+
+    async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>> {
+        let key = self.cluster_key();
+        match self.get_raw(&key).await? {
+            None => Ok(None),
+            Some((b, rev)) => {
+                let value = serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
+                    key,
+                    reason: e.to_string(),
+                })?;
+                Ok(Some(Versioned {
+                    value,
+                    version: rev as u64,
+                }))
+            }
+        }
+    }
+
+    async fn put_cluster_state(&self, expected: Option<u64>, state: &ClusterState) -> Result<u64> {
+        let key = self.cluster_key();
+        let json = serde_json::to_vec(state).map_err(|e| Error::backend("etcd", "encode", e))?;
+        let cmp = match expected {
+            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            Some(v) => Compare::mod_revision(key.clone(), CompareOp::Equal, v as i64),
+        };
+        let txn = Txn::new()
+            .when(vec![cmp])
+            .and_then(vec![TxnOp::put(key.clone(), json, None)]);
+        let r = self.txn("write cluster state", txn).await?;
+        if !r.succeeded() {
+            return Err(Error::Conflict {
+                key,
+                reason: format!("expected version {expected:?}; it changed"),
+            });
+        }
+        Ok(r.header().map(|h| h.revision() as u64).unwrap_or(0))
+    }
+
+    async fn wait_cluster_change(
+        &self,
+        known: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Option<Versioned<ClusterState>>> {
+        let now = self.cluster_state().await?;
+        if now.as_ref().map(|v| v.version) != known {
+            return Ok(now);
+        }
+        let mut c = self.client.clone();
+        let start = known.map(|v| v as i64 + 1).unwrap_or(0);
+        let mut stream = c
+            .watch(
+                self.cluster_key(),
+                Some(WatchOptions::new().with_start_revision(start)),
+            )
+            .await
+            .map_err(|e| self.err("watch", e))?;
+        let _ = tokio::time::timeout(timeout, async {
+            while let Ok(Some(r)) = stream.message().await {
+                if !r.events().is_empty() {
+                    return;
+                }
+            }
+        })
+        .await;
+        self.cluster_state().await
+    }
+
+    async fn try_lock_admin(&self, holder: &str, ttl: Duration) -> Result<AdminLease> {
+        let secs = ttl.as_secs().max(1) as i64;
+        let lease = self
+            .retry(
+                "lease",
+                |mut c| async move { c.lease_grant(secs, None).await },
+            )
+            .await?
+            .id();
+        let record = serde_json::to_vec(&LockRecord {
+            holder: holder.to_string(),
+            token: lease,
+        })
+        .map_err(|e| Error::backend("etcd", "encode", e))?;
+        let key = self.lock_key();
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(
+                key.clone(),
+                record,
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )])
+            .or_else(vec![TxnOp::get(key.clone(), None)]);
+        let r = self.txn("lock", txn).await?;
+        if r.succeeded() {
+            return Ok(AdminLease {
+                holder: holder.to_string(),
+                token: lease as u64,
+                ttl,
+            });
+        }
+        let _ = self.client.clone().lease_revoke(lease).await;
+        let other = r
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .and_then(|b| serde_json::from_slice::<LockRecord>(&b).ok())
+            .map(|l| l.holder)
+            .unwrap_or_else(|| "unknown".into());
+        Err(Error::Locked { holder: other })
+    }
+
+    async fn renew_admin_lock(&self, lease: &AdminLease) -> Result<()> {
+        let mut c = self.client.clone();
+        let (mut keeper, mut stream) = c
+            .lease_keep_alive(lease.token as i64)
+            .await
+            .map_err(|e| self.err("renew", e))?;
+        keeper
+            .keep_alive()
+            .await
+            .map_err(|e| self.err("renew", e))?;
+        let alive = matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0);
+        if !alive {
+            return Err(Error::Locked {
+                holder: "another process (this lock's lease expired)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn unlock_admin(&self, lease: &AdminLease) -> Result<()> {
+        let mut c = self.client.clone();
+        // Revoking the lease deletes the lock key with it.
+        let _ = c.lease_revoke(lease.token as i64).await;
+        Ok(())
+    }
+}

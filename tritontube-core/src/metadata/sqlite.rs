@@ -1,0 +1,522 @@
+//! [`SqliteMetadataStore`]: metadata in one SQLite file, for a single machine.
+//!
+//! One connection in WAL mode behind a mutex, used only from the blocking
+//! thread pool (never from an async worker). The schema is versioned with
+//! `PRAGMA user_version`; opening an older file upgrades it, including a
+//! metadata file written by the course project (its `videos(id, uploaded_at)`
+//! rows become ready videos).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::{
+    AdminLease, ClusterState, MetadataStore, PageRequest, Versioned, Video, VideoFacts, VideoPage,
+    VideoState,
+};
+use crate::error::{Error, Result};
+use crate::id::VideoId;
+
+/// The schema version this code writes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Metadata in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteMetadataStore {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<PathBuf>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl SqliteMetadataStore {
+    /// Opens (creating if missing) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), OpenFlags::default(), Duration::from_secs(5))
+    }
+
+    /// Opens an existing database read-only: every write fails with a clear
+    /// error.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(
+            path.as_ref(),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Opens with explicit flags and how long to wait for another process's
+    /// lock before failing.
+    pub fn open_with(path: &Path, flags: OpenFlags, busy_timeout: Duration) -> Result<Self> {
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| sql_error(path, "open", e))?;
+        conn.busy_timeout(busy_timeout)
+            .map_err(|e| sql_error(path, "configure", e))?;
+        let read_only = flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY);
+        if !read_only {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| sql_error(path, "enable WAL", e))?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| sql_error(path, "configure", e))?;
+            migrate(&conn).map_err(|e| sql_error(path, "upgrade the schema", e))?;
+        } else {
+            // Fails now, clearly, if this is not a TritonTube database.
+            let v: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|e| sql_error(path, "read", e))?;
+            if v != SCHEMA_VERSION {
+                return Err(Error::Backend {
+                    backend: "sqlite",
+                    message: format!(
+                        "{}: schema version {v}, expected {SCHEMA_VERSION}; open it read-write once to upgrade",
+                        path.display()
+                    ),
+                    source: None,
+                });
+            }
+        }
+        Ok(SqliteMetadataStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| Error::backend("sqlite", format!("{what}: task failed"), e))?
+    }
+}
+
+/// Creates or upgrades the schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    let legacy: bool = tx
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('videos') WHERE name = 'uploaded_at'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if legacy {
+        // The course project's table: keep its videos, as ready ones.
+        tx.execute_batch("ALTER TABLE videos RENAME TO videos_course_project")?;
+    }
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS videos (
+             id TEXT PRIMARY KEY,
+             uploaded_at_ms INTEGER NOT NULL,
+             record TEXT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS videos_newest ON videos (uploaded_at_ms DESC, id ASC);
+         CREATE TABLE IF NOT EXISTS cluster (
+             k INTEGER PRIMARY KEY CHECK (k = 1),
+             version INTEGER NOT NULL,
+             state TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS admin_lock (
+             k INTEGER PRIMARY KEY CHECK (k = 1),
+             holder TEXT NOT NULL,
+             token INTEGER NOT NULL,
+             expires_at_ms INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    )?;
+    if legacy {
+        let mut rows = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT id, COALESCE(CAST(strftime('%s', substr(uploaded_at, 1, 19)) AS INTEGER) * 1000, 0)
+                 FROM videos_course_project",
+            )?;
+            let mut q = stmt.query([])?;
+            while let Some(r) = q.next()? {
+                rows.push((r.get::<_, String>(0)?, r.get::<_, i64>(1)?));
+            }
+        }
+        for (id, ms) in rows {
+            let Ok(vid) = VideoId::new(id.clone()) else {
+                tracing::warn!(id, "skipping a course-project video with an invalid id");
+                continue;
+            };
+            let mut v = Video::new(vid, id.clone());
+            v.uploaded_at_ms = ms;
+            v.state = VideoState::Ready;
+            let json = serde_json::to_string(&v).unwrap_or_default();
+            tx.execute(
+                "INSERT OR IGNORE INTO videos (id, uploaded_at_ms, record) VALUES (?1, ?2, ?3)",
+                params![id, ms, json],
+            )?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+fn sql_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
+    let msg = match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::DatabaseBusy
+                || f.code == rusqlite::ErrorCode::DatabaseLocked =>
+        {
+            format!(
+                "{}: cannot {what}: the database is locked by another process",
+                path.display()
+            )
+        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly => {
+            format!(
+                "{}: cannot {what}: the database is read-only",
+                path.display()
+            )
+        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+            format!(
+                "{}: cannot {what}: the file is not a SQLite database",
+                path.display()
+            )
+        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen => {
+            format!(
+                "{}: cannot {what}: the file cannot be opened (does its directory exist?)",
+                path.display()
+            )
+        }
+        _ => format!("{}: cannot {what}: {e}", path.display()),
+    };
+    Error::backend("sqlite", msg, e)
+}
+
+fn decode_video(id: &str, json: &str) -> Result<Video> {
+    let v: Video = serde_json::from_str(json).map_err(|e| Error::Corrupt {
+        key: format!("videos/{id}"),
+        reason: e.to_string(),
+    })?;
+    if v.id.as_str() != id {
+        return Err(Error::Corrupt {
+            key: format!("videos/{id}"),
+            reason: format!("the record's id is {:?}", v.id.as_str()),
+        });
+    }
+    Ok(v)
+}
+
+fn cursor_of(v: &Video) -> String {
+    format!("{}:{}", v.uploaded_at_ms, v.id)
+}
+
+fn parse_cursor(c: &str) -> Result<(i64, String)> {
+    c.split_once(':')
+        .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_string())))
+        .ok_or_else(|| {
+            Error::invalid(
+                "page cursor",
+                c,
+                "expected the `next` value of a previous page",
+            )
+        })
+}
+
+impl SqliteMetadataStore {
+    async fn update_video(
+        &self,
+        id: &VideoId,
+        f: impl FnOnce(&mut Video) + Send + 'static,
+    ) -> Result<()> {
+        let id = id.clone();
+        let path = self.path.clone();
+        self.call("update video", move |c| {
+            let tx = c.transaction().map_err(|e| sql_error(&path, "update", e))?;
+            let json: Option<String> = tx
+                .query_row(
+                    "SELECT record FROM videos WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error(&path, "read", e))?;
+            let Some(json) = json else {
+                return Err(Error::not_found(format!("video {id}")));
+            };
+            let mut v = decode_video(id.as_str(), &json)?;
+            f(&mut v);
+            let json =
+                serde_json::to_string(&v).map_err(|e| Error::backend("sqlite", "encode", e))?;
+            tx.execute(
+                "UPDATE videos SET record = ?1 WHERE id = ?2",
+                params![json, id.as_str()],
+            )
+            .map_err(|e| sql_error(&path, "update", e))?;
+            tx.commit().map_err(|e| sql_error(&path, "commit", e))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadataStore {
+    async fn create_video(&self, video: &Video) -> Result<()> {
+        let v = video.clone();
+        let path = self.path.clone();
+        let json = serde_json::to_string(&v).map_err(|e| Error::backend("sqlite", "encode", e))?;
+        self.call("create video", move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO videos (id, uploaded_at_ms, record) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO NOTHING",
+                    params![v.id.as_str(), v.uploaded_at_ms, json],
+                )
+                .map_err(|e| sql_error(&path, "create a video", e))?;
+            if n == 0 {
+                return Err(Error::AlreadyExists { key: format!("video {}", v.id) });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_video(&self, id: &VideoId) -> Result<Video> {
+        let id = id.clone();
+        let path = self.path.clone();
+        self.call("get video", move |c| {
+            let json: Option<String> = c
+                .query_row(
+                    "SELECT record FROM videos WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error(&path, "read", e))?;
+            match json {
+                Some(j) => decode_video(id.as_str(), &j),
+                None => Err(Error::not_found(format!("video {id}"))),
+            }
+        })
+        .await
+    }
+
+    async fn list_videos(&self, page: PageRequest) -> Result<VideoPage> {
+        let limit = if page.limit == 0 {
+            100
+        } else {
+            page.limit.min(1000)
+        };
+        let after = page.cursor.as_deref().map(parse_cursor).transpose()?;
+        let path = self.path.clone();
+        self.call("list videos", move |c| {
+            let (ms, id) = after.unwrap_or((i64::MAX, String::new()));
+            let first = page.cursor.is_none();
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, record FROM videos
+                     WHERE ?1 OR uploaded_at_ms < ?2 OR (uploaded_at_ms = ?2 AND id > ?3)
+                     ORDER BY uploaded_at_ms DESC, id ASC LIMIT ?4",
+                )
+                .map_err(|e| sql_error(&path, "list", e))?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map(params![first, ms, id, (limit + 1) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .and_then(|m| m.collect())
+                .map_err(|e| sql_error(&path, "list", e))?;
+            let more = rows.len() > limit;
+            let mut videos = Vec::new();
+            for (id, json) in rows.into_iter().take(limit) {
+                match decode_video(&id, &json) {
+                    Ok(v) => videos.push(v),
+                    // One bad row must not hide every other video.
+                    Err(e) => tracing::warn!(error = %e, "skipping a corrupt video record"),
+                }
+            }
+            let next = if more {
+                videos.last().map(cursor_of)
+            } else {
+                None
+            };
+            Ok(VideoPage { videos, next })
+        })
+        .await
+    }
+
+    async fn set_video_state(&self, id: &VideoId, state: VideoState) -> Result<()> {
+        self.update_video(id, move |v| v.state = state).await
+    }
+
+    async fn set_video_facts(&self, id: &VideoId, facts: &VideoFacts) -> Result<()> {
+        let facts = facts.clone();
+        self.update_video(id, move |v| v.facts = facts).await
+    }
+
+    async fn delete_video(&self, id: &VideoId) -> Result<()> {
+        let id = id.clone();
+        let path = self.path.clone();
+        self.call("delete video", move |c| {
+            let n = c
+                .execute("DELETE FROM videos WHERE id = ?1", [id.as_str()])
+                .map_err(|e| sql_error(&path, "delete a video", e))?;
+            if n == 0 {
+                return Err(Error::not_found(format!("video {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>> {
+        let path = self.path.clone();
+        self.call("read cluster state", move |c| {
+            let row: Option<(i64, String)> = c
+                .query_row("SELECT version, state FROM cluster WHERE k = 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(|e| sql_error(&path, "read the cluster state", e))?;
+            row.map(|(version, json)| {
+                let value = serde_json::from_str(&json).map_err(|e| Error::Corrupt {
+                    key: "cluster".into(),
+                    reason: e.to_string(),
+                })?;
+                Ok(Versioned {
+                    value,
+                    version: version as u64,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_cluster_state(&self, expected: Option<u64>, state: &ClusterState) -> Result<u64> {
+        let json =
+            serde_json::to_string(state).map_err(|e| Error::backend("sqlite", "encode", e))?;
+        let path = self.path.clone();
+        self.call("write cluster state", move |c| {
+            let tx = c.transaction().map_err(|e| sql_error(&path, "write", e))?;
+            let current: Option<i64> = tx
+                .query_row("SELECT version FROM cluster WHERE k = 1", [], |r| r.get(0))
+                .optional()
+                .map_err(|e| sql_error(&path, "read the cluster state", e))?;
+            if current.map(|v| v as u64) != expected {
+                return Err(Error::Conflict {
+                    key: "cluster".into(),
+                    reason: format!("expected version {expected:?}, found {current:?}"),
+                });
+            }
+            let next = current.unwrap_or(0) + 1;
+            tx.execute(
+                "INSERT INTO cluster (k, version, state) VALUES (1, ?1, ?2)
+                 ON CONFLICT(k) DO UPDATE SET version = excluded.version, state = excluded.state",
+                params![next, json],
+            )
+            .map_err(|e| sql_error(&path, "write the cluster state", e))?;
+            tx.commit().map_err(|e| sql_error(&path, "commit", e))?;
+            Ok(next as u64)
+        })
+        .await
+    }
+
+    async fn wait_cluster_change(
+        &self,
+        known: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Option<Versioned<ClusterState>>> {
+        // SQLite has no watch: poll the version, cheaply.
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let now = self.cluster_state().await?;
+            if now.as_ref().map(|v| v.version) != known || tokio::time::Instant::now() >= deadline {
+                return Ok(now);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn try_lock_admin(&self, holder: &str, ttl: Duration) -> Result<AdminLease> {
+        let holder = holder.to_string();
+        let path = self.path.clone();
+        self.call("take admin lock", move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| sql_error(&path, "take the admin lock", e))?;
+            let now = now_ms();
+            let held: Option<(String, i64)> = tx
+                .query_row("SELECT holder, expires_at_ms FROM admin_lock WHERE k = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(|e| sql_error(&path, "read the admin lock", e))?;
+            if let Some((other, expires)) = held
+                && expires > now
+            {
+                return Err(Error::Locked { holder: other });
+            }
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES ('lock_token', 1)
+                 ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                [],
+            )
+            .map_err(|e| sql_error(&path, "take the admin lock", e))?;
+            let token: i64 = tx
+                .query_row("SELECT value FROM counters WHERE name = 'lock_token'", [], |r| r.get(0))
+                .map_err(|e| sql_error(&path, "take the admin lock", e))?;
+            tx.execute(
+                "INSERT INTO admin_lock (k, holder, token, expires_at_ms) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT(k) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_at_ms = excluded.expires_at_ms",
+                params![holder, token, now + ttl.as_millis() as i64],
+            )
+            .map_err(|e| sql_error(&path, "take the admin lock", e))?;
+            tx.commit().map_err(|e| sql_error(&path, "commit", e))?;
+            Ok(AdminLease { holder, token: token as u64, ttl })
+        })
+        .await
+    }
+
+    async fn renew_admin_lock(&self, lease: &AdminLease) -> Result<()> {
+        let lease = lease.clone();
+        let path = self.path.clone();
+        self.call("renew admin lock", move |c| {
+            let n = c
+                .execute(
+                    "UPDATE admin_lock SET expires_at_ms = ?1 WHERE k = 1 AND token = ?2",
+                    params![now_ms() + lease.ttl.as_millis() as i64, lease.token as i64],
+                )
+                .map_err(|e| sql_error(&path, "renew the admin lock", e))?;
+            if n == 0 {
+                return Err(Error::Locked {
+                    holder: "another process (this lock expired and was taken)".into(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unlock_admin(&self, lease: &AdminLease) -> Result<()> {
+        let token = lease.token as i64;
+        let path = self.path.clone();
+        self.call("release admin lock", move |c| {
+            c.execute("DELETE FROM admin_lock WHERE k = 1 AND token = ?1", [token])
+                .map_err(|e| sql_error(&path, "release the admin lock", e))?;
+            Ok(())
+        })
+        .await
+    }
+}
