@@ -34,17 +34,23 @@ pub mod admin;
 #[cfg(feature = "runtime")]
 pub mod cluster;
 #[cfg(feature = "runtime")]
+pub mod ingest;
+#[cfg(feature = "runtime")]
 pub mod metadata;
 #[cfg(feature = "runtime")]
 pub mod node;
 #[cfg(feature = "runtime")]
 pub mod proto;
 #[cfg(feature = "runtime")]
+pub mod server;
+#[cfg(feature = "runtime")]
 pub mod shutdown;
 #[cfg(feature = "runtime")]
 pub mod store;
 #[cfg(feature = "runtime")]
 pub mod testing;
+#[cfg(feature = "runtime")]
+pub mod web;
 
 pub use error::{Error, Result};
 pub use id::{ContentKey, FileName, NodeAddr, VideoId};

@@ -1,6 +1,98 @@
-//! `tritontube-web`: not implemented yet.
+//! `tritontube-web`: the web site and JSON API, and (with `nw` content) the
+//! admin gRPC service. Same command line as the course project:
+//!
+//! ```text
+//! tritontube-web [--host H] [--port 8080] sqlite ./metadata.db nw "localhost:8081,localhost:8090,localhost:8091"
+//! ```
+//!
+//! With no positional arguments it runs on an embedded default: SQLite and a
+//! local content directory under `--data-dir`.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("tritontube-web: not implemented yet");
-    std::process::ExitCode::FAILURE
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tritontube_core::server::{WebOptions, run};
+
+/// The TritonTube web server.
+#[derive(Parser)]
+#[command(name = "tritontube-web", version, about)]
+struct Args {
+    /// Host to listen on.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    /// HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Where the embedded default (and temporary upload files) live.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Copies kept of every file, with `nw` content (used when the cluster is first set up).
+    #[arg(long, default_value_t = 2)]
+    replicas: u32,
+    /// Virtual nodes per storage node (1 places files exactly as the course project does).
+    #[arg(long, default_value_t = tritontube_core::ring::DEFAULT_VNODES)]
+    vnodes: u32,
+    /// Largest upload accepted, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    max_upload_mb: u64,
+    /// Transcodes running at once.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Shared secret required by the admin service.
+    #[arg(long, env = "TRITONTUBE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Directory holding dash.all.min.js (found in node_modules if not given).
+    #[arg(long)]
+    assets: Option<PathBuf>,
+    /// METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, e.g.
+    /// `sqlite ./metadata.db nw "localhost:8081,localhost:8090"`.
+    #[arg(num_args = 0..=4, value_names = ["METADATA_KIND", "METADATA_OPTION", "CONTENT_KIND", "CONTENT_OPTION"])]
+    stores: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tritontube_core::shutdown::init_logging();
+    let args = Args::parse();
+    let (metadata, content) = match args.stores.as_slice() {
+        [] => (None, None),
+        [mk, mo, ck, co] => (
+            Some((mk.clone(), mo.clone())),
+            Some((ck.clone(), co.clone())),
+        ),
+        _ => {
+            eprintln!(
+                "tritontube-web: give all four of METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, or none"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let opts = WebOptions {
+        host: args.host,
+        port: args.port,
+        metadata,
+        content,
+        data_dir: args.data_dir,
+        replicas: args.replicas,
+        vnodes: args.vnodes,
+        max_upload_bytes: args.max_upload_mb * 1024 * 1024,
+        workers: args.workers,
+        admin_token: args.admin_token,
+        assets: args.assets,
+    };
+    let token = CancellationToken::new();
+    let on_signal = token.clone();
+    tokio::spawn(async move {
+        tritontube_core::shutdown::signal().await;
+        on_signal.cancel();
+    });
+    match run(opts, token).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tritontube-web: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -189,7 +189,8 @@ impl AdminClient {
 /// Turns a gRPC status from the admin service back into an [`Error`].
 fn status_to_error(server: &str, s: Status) -> Error {
     use tonic::Code;
-    let msg = s.message().to_string();
+    // The server's message often starts with its own "refused: ".
+    let msg = s.message().trim_start_matches("refused: ").to_string();
     match s.code() {
         // The server's message already says what was wrong and with what.
         Code::InvalidArgument

@@ -44,6 +44,8 @@ pub struct NodeLiveness {
     pub since: SystemTime,
     /// Failures in a row.
     pub failures: u32,
+    /// Failures in all.
+    pub errors: u64,
 }
 
 /// Tunables of the [`HealthTracker`].
@@ -107,6 +109,7 @@ impl HealthTracker {
         let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
         let entry = nodes.entry(addr.clone()).or_insert_with(new_entry);
         entry.failures = entry.failures.saturating_add(1);
+        entry.errors += 1;
         entry.last_error = Some(error.to_string());
         let next = if entry.failures >= self.config.down_after {
             Liveness::Down
@@ -200,6 +203,7 @@ fn new_entry() -> NodeLiveness {
         last_error: None,
         since: SystemTime::now(),
         failures: 0,
+        errors: 0,
     }
 }
 

@@ -1,0 +1,191 @@
+//! Assembling a web server from its command-line choices: metadata store,
+//! content store (a local directory, or a cluster of storage nodes with the
+//! admin service and migration engine), ingest, and the HTTP site.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{ClusterManager, HealthConfig, HealthTracker, ManagerConfig};
+use crate::error::{Error, Result};
+use crate::id::NodeAddr;
+use crate::ingest::{Ingest, IngestConfig};
+use crate::metadata::{self, MetadataStore, NodeEntry};
+use crate::store::{
+    ContentStore, LocalContentStore, NetworkContentStore, NodeClientConfig, Placement,
+};
+use crate::web::{self, App};
+
+/// Everything `tritontube-web` can be told.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Host to listen on.
+    pub host: String,
+    /// HTTP port.
+    pub port: u16,
+    /// `("sqlite", path)` or `("etcd", endpoints)`; `None` = SQLite under
+    /// `data_dir`.
+    pub metadata: Option<(String, String)>,
+    /// `("fs", dir)` or `("nw", "adminAddr,node,node...")`; `None` = a
+    /// directory under `data_dir`.
+    pub content: Option<(String, String)>,
+    /// Where the embedded default keeps its files.
+    pub data_dir: PathBuf,
+    /// Copies of every file (network content).
+    pub replicas: u32,
+    /// Virtual nodes per storage node (1 = the course project's placement).
+    pub vnodes: u32,
+    /// Largest upload, bytes.
+    pub max_upload_bytes: u64,
+    /// Transcodes at once.
+    pub workers: usize,
+    /// Shared secret for the admin service, if any.
+    pub admin_token: Option<String>,
+    /// Where dash.js is (found automatically if `None`).
+    pub assets: Option<PathBuf>,
+}
+
+/// Runs the web server (and, with network content, the admin service) until
+/// `shutdown` is cancelled.
+pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
+    let meta: Arc<dyn MetadataStore> = match &opts.metadata {
+        Some((kind, option)) => metadata::open(kind, option).await?,
+        None => {
+            std::fs::create_dir_all(&opts.data_dir).map_err(|e| Error::io(&opts.data_dir, e))?;
+            metadata::open(
+                "sqlite",
+                &opts.data_dir.join("metadata.db").display().to_string(),
+            )
+            .await?
+        }
+    };
+    let mut tasks = Vec::new();
+    let mut health = None;
+    let content: Arc<dyn ContentStore> = match &opts.content {
+        None => Arc::new(LocalContentStore::new(opts.data_dir.join("content"))?),
+        Some((kind, option)) if kind == "fs" => Arc::new(LocalContentStore::new(option)?),
+        Some((kind, option)) if kind == "nw" => {
+            let mut parts = option.split(',').map(str::trim).filter(|s| !s.is_empty());
+            let admin_addr = parts
+                .next()
+                .ok_or_else(|| {
+                    Error::invalid("nw option", option, "expected \"adminAddr,node,node...\"")
+                })?
+                .to_string();
+            let nodes: Vec<NodeEntry> = parts
+                .map(|a| NodeAddr::new(a).map(|addr| NodeEntry { addr, weight: 1.0 }))
+                .collect::<Result<_>>()?;
+            let tracker = Arc::new(HealthTracker::new(HealthConfig::default()));
+            let network = Arc::new(NetworkContentStore::new(
+                Placement {
+                    current: crate::ring::TokenRing::new(opts.vnodes),
+                    pending: None,
+                    replicas: opts.replicas as usize,
+                },
+                NodeClientConfig::default(),
+                tracker.clone(),
+            ));
+            let manager =
+                ClusterManager::new(meta.clone(), network.clone(), ManagerConfig::default());
+            let state = manager
+                .bootstrap(&nodes, opts.replicas, opts.vnodes)
+                .await?;
+            tracing::info!(
+                nodes = state.nodes.len(),
+                replicas = state.replicas,
+                vnodes = state.vnodes,
+                epoch = state.epoch,
+                "cluster state"
+            );
+            // Finish or roll back a ring change a crash interrupted.
+            {
+                let m = manager.clone();
+                tasks.push(tokio::spawn(async move {
+                    match m.recover().await {
+                        Ok(true) => tracing::info!("interrupted ring change recovered"),
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "recovering an interrupted ring change failed"),
+                    }
+                }));
+            }
+            // Follow ring changes made through other web servers.
+            {
+                let m = manager.clone();
+                let s = shutdown.clone();
+                tasks.push(tokio::spawn(
+                    async move { m.follow(s.cancelled_owned()).await },
+                ));
+            }
+            // Health checks of every member.
+            {
+                let n = network.clone();
+                let s = shutdown.clone();
+                let t = tracker.clone();
+                tasks.push(tokio::spawn(async move {
+                    let members = n.clone();
+                    t.run(
+                        n,
+                        move || members.placement().all_nodes(),
+                        s.cancelled_owned(),
+                    )
+                    .await
+                }));
+            }
+            let listener = tokio::net::TcpListener::bind(&admin_addr)
+                .await
+                .map_err(|e| Error::io(format!("admin address {admin_addr}"), e))?;
+            tracing::info!(addr = %admin_addr, "admin service listening");
+            let token = opts.admin_token.clone();
+            let s = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) =
+                    crate::admin::serve(listener, manager, token, s.cancelled_owned()).await
+                {
+                    tracing::error!(error = %e, "admin service failed");
+                }
+            }));
+            health = Some(tracker);
+            network
+        }
+        Some((kind, _)) => {
+            return Err(Error::invalid(
+                "content kind",
+                kind.clone(),
+                "expected `fs <dir>` or `nw \"adminAddr,node,...\"`",
+            ));
+        }
+    };
+    let ingest = Ingest::start(
+        meta.clone(),
+        content.clone(),
+        IngestConfig {
+            max_upload_bytes: opts.max_upload_bytes,
+            workers: opts.workers.max(1),
+            temp_dir: Some(opts.data_dir.join("tmp"))
+                .filter(|d| std::fs::create_dir_all(d).is_ok()),
+            ..IngestConfig::default()
+        },
+    );
+    let app = App {
+        meta,
+        content,
+        ingest,
+        metrics: Default::default(),
+        assets: opts.assets.clone().or_else(|| web::find_assets(None)),
+        health,
+    };
+    let addr = format!("{}:{}", opts.host, opts.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| Error::io(format!("HTTP address {addr}"), e))?;
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "web server listening");
+    web::serve(listener, app, shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}

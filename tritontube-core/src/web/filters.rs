@@ -1,0 +1,145 @@
+//! The routes, as warp filters. Every failure becomes an [`ApiError`]
+//! rejection, mapped to a status and a body in one place ([`recover`]).
+
+use std::convert::Infallible;
+
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::App;
+use super::handlers;
+use crate::error::Error;
+
+/// A failure with the error that caused it.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The error.
+    pub error: Error,
+    /// True for `/api/*` routes, which answer JSON.
+    pub json: bool,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+/// Wraps an error for the HTML routes.
+pub fn html_err(error: Error) -> Rejection {
+    warp::reject::custom(ApiError { error, json: false })
+}
+
+/// Wraps an error for the JSON routes.
+pub fn json_err(error: Error) -> Rejection {
+    warp::reject::custom(ApiError { error, json: true })
+}
+
+fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
+    warp::any().map(move || app.clone())
+}
+
+/// Every route of the site.
+pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let metrics = app.metrics.clone();
+    let index = warp::path::end()
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::index);
+    let upload = warp::path!("upload")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::multipart::form().max_length(None))
+        .and_then(handlers::upload);
+    let watch = warp::path!("videos" / String)
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::watch);
+    let content = warp::path("content")
+        .and(warp::path::tail())
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(with_app(app.clone()))
+        .and_then(handlers::content);
+    let api_list = warp::path!("api" / "videos")
+        .and(warp::get())
+        .and(warp::query::<handlers::ListQuery>())
+        .and(with_app(app.clone()))
+        .and_then(handlers::api_list);
+    let api_get = warp::path!("api" / "videos" / String)
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::api_get);
+    let api_delete = warp::path!("api" / "videos" / String)
+        .and(warp::delete())
+        .and(with_app(app.clone()))
+        .and_then(handlers::api_delete);
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::healthz);
+    let metrics_route = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::metrics);
+    let assets = warp::path!("static" / String)
+        .and(warp::get())
+        .and(with_app(app))
+        .and_then(handlers::asset);
+
+    index
+        .or(upload)
+        .or(watch)
+        .or(content)
+        .or(api_list)
+        .or(api_get)
+        .or(api_delete)
+        .or(healthz)
+        .or(metrics_route)
+        .or(assets)
+        .recover(recover)
+        .with(warp::log::custom(move |info| {
+            metrics.observe(info.path(), info.status().as_u16(), info.elapsed());
+        }))
+}
+
+/// Maps every rejection to a status code and a message, and logs refusals.
+pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let (status, message, json) = if let Some(e) = r.find::<ApiError>() {
+        let status = StatusCode::from_u16(e.error.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %e.error, "request failed");
+        } else if status != StatusCode::NOT_FOUND {
+            tracing::info!(error = %e.error, "request refused");
+        }
+        (status, e.error.to_string(), e.json)
+    } else if r.is_not_found() {
+        (StatusCode::NOT_FOUND, "not found".to_string(), false)
+    } else if let Some(e) = r.find::<warp::reject::PayloadTooLarge>() {
+        (StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), false)
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, e.to_string(), true)
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_string(),
+            false,
+        )
+    } else {
+        tracing::info!(rejection = ?r, "request refused");
+        (StatusCode::BAD_REQUEST, format!("{r:?}"), false)
+    };
+    let reply: warp::reply::Response = if json {
+        warp::reply::with_status(
+            warp::reply::json(&super::models::ErrorJson { error: message }),
+            status,
+        )
+        .into_response()
+    } else {
+        warp::reply::with_status(
+            warp::reply::with_header(message, "content-type", "text/plain; charset=utf-8"),
+            status,
+        )
+        .into_response()
+    };
+    Ok(reply)
+}

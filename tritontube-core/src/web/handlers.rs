@@ -1,0 +1,426 @@
+//! What each route does.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use warp::http::{HeaderMap, Method, Response, StatusCode, header};
+use warp::reply::Reply;
+use warp::{Buf, Rejection};
+
+use super::filters::{html_err, json_err};
+use super::models::{VideoJson, VideoListJson};
+use super::{App, pages};
+use crate::error::Error;
+use crate::id::{ContentKey, VideoId};
+use crate::metadata::PageRequest;
+use crate::store::GetOptions;
+
+type Reply_ = Result<warp::reply::Response, Rejection>;
+
+/// `GET /`.
+pub async fn index(app: App) -> Reply_ {
+    let page = app
+        .meta
+        .list_videos(PageRequest {
+            limit: 200,
+            cursor: None,
+        })
+        .await
+        .map_err(html_err)?;
+    Ok(
+        warp::reply::html(pages::index(&page.videos, app.ingest.max_upload_bytes()))
+            .into_response(),
+    )
+}
+
+/// `POST /upload`: multipart field `file`, optional `id` and `title` before it.
+pub async fn upload(app: App, length: Option<u64>, mut form: warp::multipart::FormData) -> Reply_ {
+    let limit = app.ingest.max_upload_bytes();
+    // Refuse a body announced too large before reading any of it (the form
+    // framing adds a little, hence the slack).
+    if let Some(len) = length
+        && len > limit + 64 * 1024
+    {
+        return Err(html_err(Error::TooLarge {
+            what: format!("upload of {len} bytes"),
+            limit,
+        }));
+    }
+    let mut id: Option<String> = None;
+    let mut title: Option<String> = None;
+    while let Some(part) = form.next().await {
+        let part = part
+            .map_err(|e| html_err(Error::invalid("upload", "", format!("malformed form: {e}"))))?;
+        match part.name() {
+            "id" | "title" => {
+                let name = part.name().to_string();
+                let text = read_small(part).await.map_err(html_err)?;
+                let text = text.trim().to_string();
+                if !text.is_empty() {
+                    if name == "id" {
+                        id = Some(text)
+                    } else {
+                        title = Some(text)
+                    }
+                }
+            }
+            "file" => {
+                let filename = part.filename().unwrap_or("").to_string();
+                let vid = match &id {
+                    Some(i) => VideoId::new(i.clone()),
+                    None => VideoId::from_file_name(&filename),
+                }
+                .map_err(html_err)?;
+                let title = title.clone().unwrap_or_else(|| {
+                    let t = filename
+                        .rsplit(['/', '\\'])
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    if t.is_empty() { vid.to_string() } else { t }
+                });
+                app.ingest
+                    .receive(vid, &title, part.stream())
+                    .await
+                    .map_err(html_err)?;
+                // Drain anything after the file so the client sees the answer.
+                while let Some(Ok(_)) = form.next().await {}
+                return Ok(
+                    warp::redirect::see_other(warp::http::Uri::from_static("/")).into_response()
+                );
+            }
+            _ => {
+                // Unknown fields are read and ignored.
+                let _ = read_small(part).await;
+            }
+        }
+    }
+    Err(html_err(Error::invalid(
+        "upload",
+        "",
+        "the form has no `file` field",
+    )))
+}
+
+async fn read_small(part: warp::multipart::Part) -> Result<String, Error> {
+    let mut out = Vec::new();
+    let mut s = part.stream();
+    while let Some(c) = s.next().await {
+        let mut c = c.map_err(|e| Error::invalid("upload", "", format!("malformed form: {e}")))?;
+        while c.has_remaining() {
+            let n = c.chunk().len();
+            out.extend_from_slice(c.chunk());
+            c.advance(n);
+        }
+        if out.len() > 4096 {
+            return Err(Error::invalid(
+                "upload",
+                "",
+                "a text field is longer than 4096 bytes",
+            ));
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::invalid("upload", "", "a text field is not UTF-8"))
+}
+
+/// `GET /videos/<id>`.
+pub async fn watch(id: String, app: App) -> Reply_ {
+    let id = VideoId::new(id).map_err(html_err)?;
+    let v = app.meta.get_video(&id).await.map_err(html_err)?;
+    Ok(warp::reply::html(pages::watch(&v)).into_response())
+}
+
+fn content_type(file: &str) -> &'static str {
+    match Path::new(file).extension().and_then(|e| e.to_str()) {
+        Some("mpd") => "application/dash+xml",
+        Some("m4s") => "video/iso.segment",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("mp4") => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Parses one `bytes=` range against `size`: `Ok(None)` for no (or an
+/// ignorable) header, `Err(())` for an unsatisfiable one.
+fn parse_range(h: Option<&str>, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
+    let Some(spec) = h.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None); // multiple ranges: serve the whole file
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let r = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| ())?;
+            size.saturating_sub(n)..size
+        }
+        (a, "") => a.parse().map_err(|_| ())?..size,
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().map_err(|_| ())?, b.parse().map_err(|_| ())?);
+            if b < a {
+                return Err(());
+            }
+            a..(b + 1).min(size)
+        }
+    };
+    if r.start >= size || r.is_empty() {
+        Err(())
+    } else {
+        Ok(Some(r))
+    }
+}
+
+/// `GET`/`HEAD /content/<id>/<file>`.
+pub async fn content(
+    tail: warp::path::Tail,
+    method: Method,
+    headers: HeaderMap,
+    app: App,
+) -> Reply_ {
+    let (v, f) = tail.as_str().split_once('/').unwrap_or((tail.as_str(), ""));
+    if f.is_empty() {
+        return Err(html_err(Error::invalid(
+            "content path",
+            tail.as_str(),
+            "expected /content/<videoId>/<filename>",
+        )));
+    }
+    let key = ContentKey::from_parts(v, f).map_err(html_err)?;
+    let meta = app.content.head(&key).await.map_err(html_err)?;
+    let etag = format!("\"{}\"", meta.sha256.to_hex());
+    let cache = if key.file().as_str().ends_with(".mpd") {
+        "public, max-age=10"
+    } else {
+        "public, max-age=31536000, immutable"
+    };
+    let builder = || {
+        Response::builder()
+            .header(header::CONTENT_TYPE, content_type(key.file().as_str()))
+            .header(header::ETAG, &etag)
+            .header(header::CACHE_CONTROL, cache)
+            .header(header::ACCEPT_RANGES, "bytes")
+    };
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        && (inm.split(',').any(|t| t.trim() == etag) || inm.trim() == "*")
+    {
+        return respond(
+            builder().status(StatusCode::NOT_MODIFIED),
+            warp::reply().into_response(),
+        );
+    }
+    let range = match parse_range(
+        headers.get(header::RANGE).and_then(|h| h.to_str().ok()),
+        meta.size,
+    ) {
+        Ok(r) => r,
+        Err(()) => {
+            return respond(
+                Response::builder()
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{}", meta.size)),
+                warp::reply().into_response(),
+            );
+        }
+    };
+    let (status, span) = match &range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.clone()),
+        None => (StatusCode::OK, 0..meta.size),
+    };
+    let mut b = builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, span.end - span.start);
+    if range.is_some() {
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", span.start, span.end - 1, meta.size),
+        );
+    }
+    if method == Method::HEAD {
+        return respond(b, warp::reply().into_response());
+    }
+    let got = app
+        .content
+        .get(
+            &key,
+            GetOptions {
+                range: range.clone(),
+            },
+        )
+        .await
+        .map_err(html_err)?;
+    // Bridge to a Sync stream for the HTTP body, counting bytes served.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let metrics = app.metrics.clone();
+    let mut body = got.stream;
+    tokio::spawn(async move {
+        while let Some(c) = body.next().await {
+            let item = c.map_err(|e| std::io::Error::other(e.to_string()));
+            if let Ok(b) = &item {
+                metrics.add_bytes_served(b.len() as u64);
+            }
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    respond(
+        b,
+        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response(),
+    )
+}
+
+/// `body` with the status and headers of `b`.
+fn respond(b: warp::http::response::Builder, mut body: warp::reply::Response) -> Reply_ {
+    let built = b
+        .body(())
+        .map_err(|e| html_err(Error::backend("http", "building a response failed", e)))?;
+    let (parts, ()) = built.into_parts();
+    *body.status_mut() = parts.status;
+    let headers = body.headers_mut();
+    for (k, v) in parts.headers.iter() {
+        headers.insert(k, v.clone());
+    }
+    Ok(body)
+}
+
+/// Query of `GET /api/videos`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Page size (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// The `next` value of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/videos`.
+pub async fn api_list(q: ListQuery, app: App) -> Reply_ {
+    let page = app
+        .meta
+        .list_videos(PageRequest {
+            limit: q.limit.unwrap_or(100),
+            cursor: q.cursor,
+        })
+        .await
+        .map_err(json_err)?;
+    Ok(warp::reply::json(&VideoListJson {
+        videos: page.videos.iter().map(VideoJson::from).collect(),
+        next: page.next,
+    })
+    .into_response())
+}
+
+/// `GET /api/videos/<id>`.
+pub async fn api_get(id: String, app: App) -> Reply_ {
+    let id = VideoId::new(id).map_err(json_err)?;
+    let v = app.meta.get_video(&id).await.map_err(json_err)?;
+    Ok(warp::reply::json(&VideoJson::from(&v)).into_response())
+}
+
+/// `DELETE /api/videos/<id>`: removes its files from every node, then its
+/// record.
+pub async fn api_delete(id: String, app: App) -> Reply_ {
+    let id = VideoId::new(id).map_err(json_err)?;
+    app.meta.get_video(&id).await.map_err(json_err)?;
+    let files: Vec<_> = app
+        .content
+        .list(Some(&id))
+        .try_collect()
+        .await
+        .map_err(json_err)?;
+    for f in &files {
+        match app.content.delete(&f.key).await {
+            Ok(()) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(json_err(e)),
+        }
+    }
+    app.meta.delete_video(&id).await.map_err(json_err)?;
+    tracing::info!(video = %id, files = files.len(), "video deleted");
+    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+}
+
+/// `GET /healthz`.
+pub async fn healthz(app: App) -> Reply_ {
+    app.meta
+        .list_videos(PageRequest {
+            limit: 1,
+            cursor: None,
+        })
+        .await
+        .map_err(json_err)?;
+    Ok(warp::reply::json(
+        &serde_json::json!({ "status": "ok", "transcode_queue": app.ingest.queue_depth() }),
+    )
+    .into_response())
+}
+
+/// `GET /metrics`.
+pub async fn metrics(app: App) -> Reply_ {
+    use std::fmt::Write;
+    let mut extra = String::new();
+    extra.push_str(
+        "# HELP tritontube_transcode_queue_depth Uploads waiting for or in transcoding.\n",
+    );
+    extra.push_str("# TYPE tritontube_transcode_queue_depth gauge\n");
+    let _ = writeln!(
+        extra,
+        "tritontube_transcode_queue_depth {}",
+        app.ingest.queue_depth()
+    );
+    if let Some(h) = &app.health {
+        extra.push_str(
+            "# HELP tritontube_node_up Storage node liveness (1 up, 0.5 suspect, 0 down).\n",
+        );
+        extra.push_str("# TYPE tritontube_node_up gauge\n");
+        let snap = h.snapshot();
+        for (addr, n) in &snap {
+            let v = match n.state {
+                crate::cluster::Liveness::Up => 1.0,
+                crate::cluster::Liveness::Suspect => 0.5,
+                crate::cluster::Liveness::Down => 0.0,
+            };
+            let _ = writeln!(extra, "tritontube_node_up{{node=\"{addr}\"}} {v}");
+        }
+        extra.push_str("# HELP tritontube_node_errors_total Failed requests to a storage node.\n");
+        extra.push_str("# TYPE tritontube_node_errors_total counter\n");
+        for (addr, n) in &snap {
+            let _ = writeln!(
+                extra,
+                "tritontube_node_errors_total{{node=\"{addr}\"}} {}",
+                n.errors
+            );
+        }
+    }
+    Ok(warp::reply::with_header(
+        app.metrics.render(&extra),
+        "content-type",
+        "text/plain; version=0.0.4",
+    )
+    .into_response())
+}
+
+/// `GET /static/<file>`: dash.js from the installed npm package.
+pub async fn asset(name: String, app: App) -> Reply_ {
+    let allowed = ["dash.all.min.js", "dash.all.min.js.map"];
+    let Some(dir) = app
+        .assets
+        .as_ref()
+        .filter(|_| allowed.contains(&name.as_str()))
+    else {
+        return Err(html_err(Error::not_found(format!("static/{name}"))));
+    };
+    let body = tokio::fs::read(dir.join(&name))
+        .await
+        .map_err(|e| html_err(Error::io(dir.join(&name), e)))?;
+    Ok(warp::reply::with_header(
+        warp::reply::with_header(body, "content-type", "text/javascript; charset=utf-8"),
+        "cache-control",
+        "public, max-age=3600",
+    )
+    .into_response())
+}

@@ -1,0 +1,85 @@
+//! The web site and JSON API (warp), split as in warp's own examples:
+//! [`filters`] (routes), [`handlers`] (what each route does), [`models`]
+//! (JSON shapes), plus the HTML [`pages`] and [`metrics`].
+//!
+//! Routes (the course project's first four, unchanged):
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /` | upload form and watch list, newest first |
+//! | `POST /upload` | multipart field `file` (and optional `id`, `title`); 303 to `/` |
+//! | `GET /videos/<id>` | the watch page (dash.js) |
+//! | `GET, HEAD /content/<id>/<file>` | a stored file, with `Range`, `ETag`, caching |
+//! | `GET /api/videos`, `GET /api/videos/<id>`, `DELETE /api/videos/<id>` | JSON API |
+//! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
+
+pub mod filters;
+pub mod handlers;
+pub mod metrics;
+pub mod models;
+pub mod pages;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cluster::HealthTracker;
+use crate::ingest::Ingest;
+use crate::metadata::MetadataStore;
+use crate::store::ContentStore;
+
+/// Everything the handlers share.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Where video records live.
+    pub meta: Arc<dyn MetadataStore>,
+    /// Where video files live.
+    pub content: Arc<dyn ContentStore>,
+    /// The upload and transcoding pipeline.
+    pub ingest: Ingest,
+    /// Request counters.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The directory holding `dash.all.min.js`, if found.
+    pub assets: Option<PathBuf>,
+    /// Storage-node liveness, for `/metrics` (network content only).
+    pub health: Option<Arc<HealthTracker>>,
+}
+
+/// Finds dash.js in an installed `node_modules` (from `npm ci`): under
+/// `start`, the current directory, or the executable's directory, or any of
+/// their parents.
+pub fn find_assets(start: Option<&Path>) -> Option<PathBuf> {
+    let rel = Path::new("node_modules/dashjs/dist/modern/umd");
+    let mut roots: Vec<PathBuf> = start.map(Path::to_path_buf).into_iter().collect();
+    roots.extend(std::env::current_dir().ok());
+    roots.extend(
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    );
+    for root in roots {
+        for dir in root.ancestors() {
+            let cand = dir.join(rel);
+            if cand.join("dash.all.min.js").is_file() {
+                return Some(cand);
+            }
+        }
+    }
+    None
+}
+
+/// Serves the site on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if app.assets.is_none() {
+        tracing::warn!("dash.js not found (run `npm ci`); the player page will not play");
+    }
+    warp::serve(filters::routes(app))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
