@@ -82,7 +82,10 @@ pub async fn probe(path: &Path) -> Result<Probe> {
         let first = stderr.lines().last().unwrap_or("").trim();
         let first = first.split_once(": ").map(|(_, m)| m).unwrap_or(first);
         return Err(
-            if first.contains("moov atom not found") || first.contains("End of file") {
+            if ["moov atom not found", "End of file", "truncated"]
+                .iter()
+                .any(|t| stderr.contains(t))
+            {
                 refuse(format!("the file is unreadable or truncated ({first})"))
             } else {
                 refuse(format!("not a video: ffprobe could not read it ({first})"))

@@ -1,0 +1,429 @@
+//! Every route and every bad input, through warp's test client (no socket),
+//! on real stores (a local directory and SQLite) and real ffmpeg.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tritontube_core::ingest::{Ingest, IngestConfig};
+use tritontube_core::metadata::{MetadataStore, PageRequest, SqliteMetadataStore};
+use tritontube_core::store::{ContentStore, ContentStoreExt, LocalContentStore};
+use tritontube_core::web::{App, filters};
+
+struct Site {
+    app: App,
+    _dir: tempfile::TempDir,
+}
+
+fn site(max_upload: u64) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let meta: Arc<dyn MetadataStore> =
+        Arc::new(SqliteMetadataStore::open(dir.path().join("m.db")).unwrap());
+    let content: Arc<dyn ContentStore> =
+        Arc::new(LocalContentStore::new(dir.path().join("content")).unwrap());
+    let ingest = Ingest::start(
+        meta.clone(),
+        content.clone(),
+        IngestConfig {
+            max_upload_bytes: max_upload,
+            ..IngestConfig::default()
+        },
+    );
+    let app = App {
+        meta,
+        content,
+        ingest,
+        metrics: Default::default(),
+        assets: tritontube_core::web::find_assets(Some(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        health: None,
+    };
+    Site { app, _dir: dir }
+}
+
+/// A small real clip made by ffmpeg.
+fn clip(dir: &Path, name: &str, audio: bool) -> Vec<u8> {
+    let out = dir.join(name);
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args([
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25:duration=2",
+    ]);
+    if audio {
+        cmd.args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=2",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ]);
+    }
+    let st = cmd
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg made the test clip");
+    std::fs::read(out).unwrap()
+}
+
+const BOUNDARY: &str = "----tritontube-test-boundary";
+
+fn form(fields: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, filename, data) in fields {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn upload(
+    app: &App,
+    fields: &[(&str, Option<&str>, &[u8])],
+) -> warp::http::Response<bytes::Bytes> {
+    warp::test::request()
+        .method("POST")
+        .path("/upload")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(form(fields))
+        .reply(&filters::routes(app.clone()))
+        .await
+}
+
+async fn get(app: &App, path: &str) -> warp::http::Response<bytes::Bytes> {
+    warp::test::request()
+        .path(path)
+        .reply(&filters::routes(app.clone()))
+        .await
+}
+
+async fn nothing_stored(app: &App) {
+    let videos = app
+        .meta
+        .list_videos(PageRequest::default())
+        .await
+        .unwrap()
+        .videos;
+    assert!(videos.is_empty(), "no video record: {videos:?}");
+    let files = app.content.list_all(None).await.unwrap();
+    assert!(files.is_empty(), "no file: {files:?}");
+}
+
+async fn wait_ready(app: &App, id: &str) -> serde_json::Value {
+    for _ in 0..120 {
+        let r = get(app, &format!("/api/videos/{id}")).await;
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        match v["state"].as_str().unwrap() {
+            "ready" => return v,
+            "failed" => panic!("transcoding failed: {v}"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    panic!("{id} not ready in time");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_transcode_and_serve() {
+    let s = site(50 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = clip(tmp.path(), "my clip.mp4", true);
+
+    let home = get(&s.app, "/").await;
+    assert_eq!(home.status(), 200);
+    assert!(String::from_utf8_lossy(home.body()).contains("name=\"file\""));
+
+    let r = upload(&s.app, &[("file", Some("my clip.mp4"), &data)]).await;
+    assert_eq!(r.status(), 303, "{:?}", r.body());
+    assert_eq!(r.headers()["location"], "/");
+    let v = wait_ready(&s.app, "my-clip").await;
+    assert_eq!(v["has_audio"], true);
+    assert_eq!(
+        v["renditions"].as_array().unwrap().len(),
+        1,
+        "only rungs at or below 240p: {v}"
+    );
+    assert_eq!(v["title"], "my clip.mp4");
+
+    // Duplicate id: 409 at once, and nothing changes.
+    let before = s.app.content.list_all(None).await.unwrap().len();
+    let r = upload(
+        &s.app,
+        &[("id", None, b"my-clip"), ("file", Some("x.mp4"), &data)],
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    assert!(String::from_utf8_lossy(r.body()).contains("my-clip"));
+    assert_eq!(s.app.content.list_all(None).await.unwrap().len(), before);
+
+    // The files.
+    let m = get(&s.app, "/content/my-clip/manifest.mpd").await;
+    assert_eq!(m.status(), 200);
+    assert_eq!(m.headers()["content-type"], "application/dash+xml");
+    assert!(
+        m.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=10")
+    );
+    let mpd = String::from_utf8_lossy(m.body()).to_string();
+    assert!(
+        mpd.contains("init-$RepresentationID$.m4s")
+            && mpd.contains("chunk-$RepresentationID$-$Number%05d$.m4s"),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("contentType=\"audio\"") || mpd.contains("mimeType=\"audio/mp4\""),
+        "audio set present: {mpd}"
+    );
+    let seg = get(&s.app, "/content/my-clip/chunk-0-00001.m4s").await;
+    assert_eq!(seg.status(), 200);
+    assert_eq!(seg.headers()["content-type"], "video/iso.segment");
+    assert_eq!(
+        seg.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let etag = seg.headers()["etag"].to_str().unwrap().to_string();
+    let poster = get(&s.app, "/content/my-clip/poster.jpg").await;
+    assert_eq!(poster.headers()["content-type"], "image/jpeg");
+    assert_eq!(&poster.body()[..2], &[0xff, 0xd8], "a JPEG");
+
+    let routes = filters::routes(s.app.clone());
+    let r = warp::test::request()
+        .path("/content/my-clip/chunk-0-00001.m4s")
+        .header("range", "bytes=10-19")
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.body().len(), 10);
+    assert_eq!(&r.body()[..], &seg.body()[10..20]);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 10-19/{}", seg.body().len())
+    );
+    let r = warp::test::request()
+        .path("/content/my-clip/chunk-0-00001.m4s")
+        .header("range", "bytes=-5")
+        .reply(&routes)
+        .await;
+    assert_eq!(&r.body()[..], &seg.body()[seg.body().len() - 5..]);
+    let r = warp::test::request()
+        .path("/content/my-clip/chunk-0-00001.m4s")
+        .header("range", "bytes=99999999-")
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 416);
+    let r = warp::test::request()
+        .path("/content/my-clip/chunk-0-00001.m4s")
+        .header("if-none-match", &etag)
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 304);
+    assert!(r.body().is_empty());
+    let r = warp::test::request()
+        .method("HEAD")
+        .path("/content/my-clip/chunk-0-00001.m4s")
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        seg.body().len().to_string().as_str()
+    );
+    assert!(r.body().is_empty());
+
+    // Pages and API.
+    let w = get(&s.app, "/videos/my-clip").await;
+    assert_eq!(w.status(), 200);
+    let html = String::from_utf8_lossy(w.body());
+    assert!(html.contains("dash.all.min.js") && html.contains("/content/my-clip/manifest.mpd"));
+    let list: serde_json::Value =
+        serde_json::from_slice(get(&s.app, "/api/videos").await.body()).unwrap();
+    assert_eq!(list["videos"][0]["id"], "my-clip");
+    if s.app.assets.is_some() {
+        let js = get(&s.app, "/static/dash.all.min.js").await;
+        assert_eq!(js.status(), 200);
+        assert!(js.body().len() > 100_000);
+    }
+    assert_eq!(get(&s.app, "/static/../../etc/passwd").await.status(), 404);
+    let health = get(&s.app, "/healthz").await;
+    assert_eq!(health.status(), 200);
+    let metrics = String::from_utf8_lossy(get(&s.app, "/metrics").await.body()).to_string();
+    assert!(
+        metrics.contains(
+            "tritontube_http_requests_total{route=\"/content/:id/:file\",status=\"206\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tritontube_bytes_served_total"));
+    assert!(metrics.contains("tritontube_transcode_queue_depth 0"));
+
+    // Delete removes files, then the record.
+    let r = warp::test::request()
+        .method("DELETE")
+        .path("/api/videos/my-clip")
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 204);
+    nothing_stored(&s.app).await;
+    assert_eq!(
+        get(&s.app, "/content/my-clip/manifest.mpd").await.status(),
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clip_without_audio_has_no_audio_set() {
+    let s = site(50 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = clip(tmp.path(), "silent.mp4", false);
+    assert_eq!(
+        upload(&s.app, &[("file", Some("silent.mp4"), &data)])
+            .await
+            .status(),
+        303
+    );
+    let v = wait_ready(&s.app, "silent").await;
+    assert_eq!(v["has_audio"], false);
+    let mpd = String::from_utf8_lossy(get(&s.app, "/content/silent/manifest.mpd").await.body())
+        .to_string();
+    assert!(
+        !mpd.contains("audio"),
+        "no empty audio adaptation set: {mpd}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_uploads_are_refused_and_leave_nothing() {
+    let s = site(200 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = clip(tmp.path(), "g.mp4", false);
+
+    let cases: Vec<(&str, Vec<(&str, Option<&str>, Vec<u8>)>, u16, &str)> = vec![
+        (
+            "text renamed .mp4",
+            vec![(
+                "file",
+                Some("notes.mp4"),
+                b"just some text, not a video at all\n".repeat(20),
+            )],
+            400,
+            "not a video",
+        ),
+        (
+            "truncated mp4",
+            vec![("file", Some("cut.mp4"), good[..good.len() / 3].to_vec())],
+            400,
+            "truncated",
+        ),
+        (
+            "empty file",
+            vec![("file", Some("empty.mp4"), Vec::new())],
+            400,
+            "empty",
+        ),
+        (
+            "no file field",
+            vec![("title", None, b"hello".to_vec())],
+            400,
+            "no `file` field",
+        ),
+        (
+            "over the limit",
+            vec![("file", Some("big.mp4"), vec![0u8; 300 * 1024])],
+            413,
+            "limit",
+        ),
+        (
+            "id that cannot be made valid",
+            vec![("file", Some("???.mp4"), good.clone())],
+            400,
+            "video id",
+        ),
+        (
+            "invalid explicit id",
+            vec![
+                ("id", None, b"../etc".to_vec()),
+                ("file", Some("a.mp4"), good.clone()),
+            ],
+            400,
+            "video id",
+        ),
+    ];
+    for (what, fields, status, needle) in cases {
+        let fields: Vec<(&str, Option<&str>, &[u8])> = fields
+            .iter()
+            .map(|(n, f, d)| (*n, *f, d.as_slice()))
+            .collect();
+        let r = upload(&s.app, &fields).await;
+        let body = String::from_utf8_lossy(r.body()).to_string();
+        assert_eq!(r.status().as_u16(), status, "{what}: {body}");
+        assert!(
+            body.contains(needle),
+            "{what}: message says what was wrong: {body}"
+        );
+        nothing_stored(&s.app).await;
+    }
+    // The server still serves, and a good upload still works.
+    assert_eq!(get(&s.app, "/").await.status(), 200);
+    assert_eq!(
+        upload(&s.app, &[("file", Some("g.mp4"), &good)])
+            .await
+            .status(),
+        303
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_paths_and_unknown_videos() {
+    let s = site(1024 * 1024);
+    let routes = filters::routes(s.app.clone());
+    for (path, status) in [
+        ("/content/../x", 400),
+        ("/content/..%2Fx/y", 400),
+        ("/content/abc/", 400),
+        ("/content/abc", 400),
+        ("/content/abc/.hidden", 400),
+        ("/content/nope/manifest.mpd", 404),
+        ("/videos/nope", 404),
+        ("/videos/..", 400),
+        ("/api/videos/nope", 404),
+        ("/no/such/route", 404),
+    ] {
+        let r = warp::test::request().path(path).reply(&routes).await;
+        assert_eq!(r.status().as_u16(), status, "{path}: {:?}", r.body());
+        assert!(!r.body().is_empty(), "{path}: says why");
+    }
+    let r = warp::test::request()
+        .method("DELETE")
+        .path("/api/videos/nope")
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 404);
+    let e: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert!(e["error"].as_str().unwrap().contains("nope"));
+    let r = warp::test::request()
+        .path("/api/videos?limit=5&cursor=garbage")
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 400);
+    nothing_stored(&s.app).await;
+}
