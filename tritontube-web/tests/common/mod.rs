@@ -1,0 +1,218 @@
+//! Real processes for end-to-end tests: storage nodes, the web server, a
+//! clip made by ffmpeg. Every process is killed when its handle drops.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tritontube_core::testing::free_port;
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub async fn wait_port(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::File::create(dir.join(format!("{name}.log")))
+        .map(Stdio::from)
+        .unwrap_or(Stdio::null())
+}
+
+/// `tritontube-node`, built beside `tritontube-web` (`cargo test --workspace`
+/// builds both; alone, run `cargo build -p tritontube-node` first).
+pub fn node_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_tritontube-web")).with_file_name("tritontube-node");
+    assert!(
+        p.is_file(),
+        "{} missing: run `cargo build -p tritontube-node` first",
+        p.display()
+    );
+    p
+}
+
+pub async fn start_node(root: &Path, port: u16) -> Proc {
+    let dir = root.join(format!("node-{port}"));
+    let child = Command::new(node_bin())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(log_file(root, &format!("node-{port}")))
+        .spawn()
+        .unwrap();
+    let p = Proc {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    wait_port(&p.addr).await;
+    p
+}
+
+/// The web server with SQLite metadata and network content.
+pub async fn start_web(
+    root: &Path,
+    http: u16,
+    admin: u16,
+    nodes: &[String],
+    extra: &[&str],
+) -> Proc {
+    let nw = std::iter::once(format!("127.0.0.1:{admin}"))
+        .chain(nodes.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let child = Command::new(env!("CARGO_BIN_EXE_tritontube-web"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &http.to_string(),
+            "--data-dir",
+        ])
+        .arg(root.join("web-data"))
+        .args(["--assets"])
+        .arg(assets())
+        .args(extra)
+        .arg("sqlite")
+        .arg(root.join("metadata.db"))
+        .args(["nw", &nw])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log_file(root, &format!("web-{http}")))
+        .spawn()
+        .unwrap();
+    let p = Proc {
+        child,
+        addr: format!("127.0.0.1:{http}"),
+    };
+    wait_port(&p.addr).await;
+    wait_port(&format!("127.0.0.1:{admin}")).await;
+    p
+}
+
+/// dash.js as installed by `npm ci` at the workspace root.
+pub fn assets() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    tritontube_core::web::find_assets(Some(&root)).expect("dash.js installed (run `npm ci`)")
+}
+
+/// A clip made by ffmpeg's test sources.
+pub fn clip(dir: &Path, name: &str, secs: u32, size: &str, audio: bool) -> PathBuf {
+    let out = dir.join(name);
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=30:duration={secs}"));
+    if audio {
+        cmd.args(["-f", "lavfi", "-i"])
+            .arg(format!("sine=frequency=440:duration={secs}"))
+            .args(["-c:a", "aac", "-shortest"]);
+    }
+    let st = cmd
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+pub async fn upload(http: &str, path: &Path) -> reqwest::Response {
+    let data = std::fs::read(path).unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(data).file_name(name),
+    );
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{http}/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn wait_ready(http: &str, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: serde_json::Value = reqwest::get(format!("http://{http}/api/videos/{id}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match v["state"].as_str() {
+            Some("ready") => return v,
+            Some("failed") => panic!("{id} failed: {v}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "{id} not ready: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Every file of a video, as the manifest names them (plus the poster).
+pub async fn files_of(http: &str, id: &str, v: &serde_json::Value) -> Vec<String> {
+    let mpd = reqwest::get(format!("http://{http}/content/{id}/manifest.mpd"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut files = vec!["manifest.mpd".to_string(), "poster.jpg".to_string()];
+    let reps: Vec<String> = v["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut all_reps = reps.clone();
+    if v["has_audio"] == true {
+        all_reps.push(reps.len().to_string());
+    }
+    // Count segments from the SegmentTimeline: each <S> with r="n" repeats.
+    let segments = mpd.matches("<S ").count().max(1);
+    let _ = segments;
+    for r in &all_reps {
+        files.push(format!("init-{r}.m4s"));
+        let mut n = 1;
+        loop {
+            let f = format!("chunk-{r}-{n:05}.m4s");
+            let status = reqwest::Client::new()
+                .head(format!("http://{http}/content/{id}/{f}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status != 200 {
+                break;
+            }
+            files.push(f);
+            n += 1;
+        }
+    }
+    files
+}
