@@ -317,7 +317,9 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let good = clip(tmp.path(), "g.mp4", false);
 
-    let cases: Vec<(&str, Vec<(&str, Option<&str>, Vec<u8>)>, u16, &str)> = vec![
+    // (what, form fields, expected status, words the message must contain)
+    type Field<'a> = (&'a str, Option<&'a str>, Vec<u8>);
+    let cases: Vec<(&str, Vec<Field<'_>>, u16, &str)> = vec![
         (
             "text renamed .mp4",
             vec![(

@@ -274,8 +274,8 @@ impl Ingest {
         tokio::fs::create_dir_all(&out)
             .await
             .map_err(|e| Error::io(&out, e))?;
-        let rungs = ladder::ladder(job.probe.width, job.probe.height);
-        self.run_ffmpeg(job, &out, &rungs).await?;
+        let ladder = ladder::ladder(job.probe.width, job.probe.height);
+        self.run_ffmpeg(job, &out, &ladder).await?;
         poster(&job.source, &out, job.probe.duration_secs).await?;
         // Store every file; the manifest last, so that a reader who sees a
         // manifest finds every segment it names.
@@ -296,7 +296,7 @@ impl Ingest {
             width: job.probe.width,
             height: job.probe.height,
             has_audio: job.probe.has_audio,
-            renditions: rungs,
+            renditions: ladder.rungs,
             total_bytes: 0,
             file_count: 0,
         };
@@ -316,13 +316,8 @@ impl Ingest {
         Ok(facts)
     }
 
-    async fn run_ffmpeg(
-        &self,
-        job: &Job,
-        out: &Path,
-        rungs: &[crate::metadata::Rendition],
-    ) -> Result<()> {
-        let args = ladder::ffmpeg_args(&job.source, out, &job.probe, rungs);
+    async fn run_ffmpeg(&self, job: &Job, out: &Path, ladder: &ladder::Ladder) -> Result<()> {
+        let args = ladder::ffmpeg_args(&job.source, out, &job.probe, ladder);
         let mut child = tokio::process::Command::new("ffmpeg")
             .args(&args)
             .stdout(std::process::Stdio::piped())

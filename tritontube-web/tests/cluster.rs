@@ -1,0 +1,494 @@
+//! Ring changes on a live cluster of real processes: no failed read while
+//! nodes come and go, migrated counts equal to the ring diff, every refusal
+//! leaving the cluster as it was, recovery after the web server is killed in
+//! the middle of a migration, and a non-Rust client of the course protocol.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::{Digest, Sha256};
+use tritontube_core::admin::AdminClient;
+use tritontube_core::cluster::{owners_of, ring_of};
+use tritontube_core::metadata::NodeEntry;
+use tritontube_core::store::{ContentStoreExt, NetworkContentStore};
+use tritontube_core::{ContentKey, NodeAddr};
+
+const VNODES: u32 = 64;
+
+fn entries(addrs: &[String]) -> Vec<NodeEntry> {
+    addrs
+        .iter()
+        .map(|a| NodeEntry {
+            addr: a.parse().unwrap(),
+            weight: 1.0,
+        })
+        .collect()
+}
+
+/// File copies that must move when the ring goes from `old` to `new`.
+fn diff_count(keys: &[ContentKey], old: &[String], new: &[String]) -> u64 {
+    let (o, n) = (
+        ring_of(&entries(old), VNODES),
+        ring_of(&entries(new), VNODES),
+    );
+    keys.iter()
+        .map(|k| {
+            let before: BTreeSet<NodeAddr> = owners_of(&o, k, 2).into_iter().collect();
+            owners_of(&n, k, 2)
+                .into_iter()
+                .filter(|x| !before.contains(x))
+                .count() as u64
+        })
+        .sum()
+}
+
+async fn verify_clean(admin: &AdminClient) -> u64 {
+    let v = admin.verify().await.unwrap();
+    assert!(
+        v.problems.is_empty(),
+        "verify found problems: {:?}",
+        v.problems
+    );
+    v.files_checked
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_come_and_go_without_a_failed_read() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(start_node(root.path(), free_port()).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let admin_port = free_port();
+    let vn = VNODES.to_string();
+    let web = start_web(
+        root.path(),
+        free_port(),
+        admin_port,
+        &addrs[..3],
+        &["--replicas", "2", "--vnodes", &vn],
+    )
+    .await;
+    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), None)
+        .await
+        .unwrap();
+
+    let mut urls = BTreeMap::new();
+    let mut keys = Vec::new();
+    for (i, size) in ["640x360", "854x480", "640x360"].iter().enumerate() {
+        let c = clip(root.path(), &format!("movie{i}.mp4"), 6, size, i != 1);
+        assert_eq!(upload(&web.addr, &c).await.status(), 303);
+    }
+    for i in 0..3 {
+        let id = format!("movie{i}");
+        let v = wait_ready(&web.addr, &id).await;
+        for f in files_of(&web.addr, &id, &v).await {
+            let url = format!("http://{}/content/{id}/{f}", web.addr);
+            let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+            urls.insert(url, Sha256::digest(&body).to_vec());
+            keys.push(ContentKey::from_parts(&id, &f).unwrap());
+        }
+    }
+    assert_eq!(verify_clean(&admin).await as usize, keys.len());
+
+    // Readers loop over every file of every video, checking bytes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let urls = Arc::new(urls);
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, reads, failures, urls) =
+                (stop.clone(), reads.clone(), failures.clone(), urls.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                while !stop.load(Ordering::SeqCst) {
+                    for (url, sha) in urls.iter() {
+                        let ok = match http.get(url).send().await {
+                            Ok(r) if r.status() == 200 => r
+                                .bytes()
+                                .await
+                                .map(|b| Sha256::digest(&b).to_vec() == *sha)
+                                .unwrap_or(false),
+                            _ => false,
+                        };
+                        reads.fetch_add(1, Ordering::SeqCst);
+                        if !ok {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            eprintln!("failed read: {url}");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Add the fourth node.
+    let expected = diff_count(&keys, &addrs[..3], &addrs);
+    let out = admin.add(&addrs[3], 0.0, |_| {}).await.unwrap();
+    assert_eq!(
+        out.migrated, expected,
+        "migrated count equals the ring diff"
+    );
+    assert!(expected > 0);
+    verify_clean(&admin).await;
+    let listed = admin.list().await.unwrap();
+    assert_eq!(listed.len(), 4);
+
+    // Remove one of the first three.
+    let after: Vec<String> = addrs.iter().filter(|a| **a != addrs[0]).cloned().collect();
+    let expected = diff_count(&keys, &addrs, &after);
+    let out = admin.remove(&addrs[0], |_| {}).await.unwrap();
+    assert_eq!(out.migrated, expected);
+    verify_clean(&admin).await;
+    // The removed node holds nothing any more.
+    let left = std::fs::read_dir(
+        root.path()
+            .join(format!("node-{}", addrs[0].rsplit(':').next().unwrap())),
+    )
+    .unwrap()
+    .filter_map(|e| e.ok())
+    .filter(|e| {
+        std::fs::read_dir(e.path())
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    })
+    .count();
+    assert_eq!(left, 0, "surplus copies deleted from the removed node");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let (reads, failures) = (
+        reads.load(Ordering::SeqCst),
+        failures.load(Ordering::SeqCst),
+    );
+    eprintln!("reads during the changes: {reads}, failed: {failures}");
+    assert!(
+        reads as usize > urls.len() * 2,
+        "the readers really ran: {reads}"
+    );
+    assert_eq!(failures, 0, "no failed read");
+}
+
+/// Fills the cluster with `n` files of `size` bytes, placed as the web
+/// server places them.
+async fn fill(addrs: &[String], n: usize, size: usize) -> Vec<ContentKey> {
+    let nodes: Vec<NodeAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    let store = Arc::new(NetworkContentStore::with_nodes(&nodes, 2, VNODES).unwrap());
+    let keys: Vec<ContentKey> = (0..n)
+        .map(|i| {
+            ContentKey::from_parts(&format!("bulk{}", i / 50), &format!("chunk-0-{i:05}.m4s"))
+                .unwrap()
+        })
+        .collect();
+    let tasks: Vec<_> = keys
+        .chunks(n.div_ceil(8))
+        .map(|ks| {
+            let (store, ks) = (store.clone(), ks.to_vec());
+            tokio::spawn(async move {
+                for k in ks {
+                    let body: bytes::Bytes = (0..size)
+                        .map(|j| (j as u8) ^ (k.as_str().len() as u8))
+                        .collect::<Vec<u8>>()
+                        .into();
+                    store.put_bytes(&k, body).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_server_killed_mid_migration_recovers_by_itself() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(start_node(root.path(), free_port()).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let (http, admin_port) = (free_port(), free_port());
+    let vn = VNODES.to_string();
+    let args = ["--replicas", "2", "--vnodes", vn.as_str()];
+    let mut web = start_web(root.path(), http, admin_port, &addrs[..3], &args).await;
+    let keys = fill(&addrs[..3], 600, 512 * 1024).await;
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let admin = AdminClient::connect(&admin_addr, None).await.unwrap();
+    assert_eq!(verify_clean(&admin).await as usize, keys.len());
+
+    // Start adding the fourth node; kill -9 the web server once copying is
+    // under way.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let a2 = admin.clone();
+    let node = addrs[3].clone();
+    let change = tokio::spawn(async move {
+        a2.add(&node, 0.0, move |p| {
+            let _ = tx.send((p.phase.clone(), p.files_done, p.files_total));
+        })
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (phase, done, total) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if phase == "copying" && done > 0 {
+            assert!(
+                done < total,
+                "killed before the copy finished ({done}/{total})"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    web.kill9();
+    assert!(
+        change.await.unwrap().is_err(),
+        "the caller learns the change did not complete"
+    );
+
+    // Restart: the server finishes (or rolls back) the change by itself.
+    let web = start_web(root.path(), http, admin_port, &addrs[..3], &args).await;
+    let admin = AdminClient::connect(&admin_addr, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = admin.status().await.unwrap();
+        if !s.change_in_progress && verify_clean_quiet(&admin).await {
+            eprintln!("recovered: epoch {}, {} nodes", s.epoch, s.nodes.len());
+            assert!(s.nodes.len() == 4 || s.nodes.len() == 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not recovered in time: {s:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        verify_clean(&admin).await as usize,
+        keys.len(),
+        "no file lost"
+    );
+    drop(web);
+}
+
+async fn verify_clean_quiet(admin: &AdminClient) -> bool {
+    admin
+        .verify()
+        .await
+        .map(|v| v.problems.is_empty())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_changes_leave_the_cluster_as_it_was() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(start_node(root.path(), free_port()).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let admin_port = free_port();
+    let vn = VNODES.to_string();
+    let _web = start_web(
+        root.path(),
+        free_port(),
+        admin_port,
+        &addrs[..2],
+        &[
+            "--replicas",
+            "2",
+            "--vnodes",
+            &vn,
+            "--admin-token",
+            "s3cret",
+        ],
+    )
+    .await;
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let admin = AdminClient::connect(&admin_addr, Some("s3cret".into()))
+        .await
+        .unwrap();
+    fill(&addrs[..2], 300, 256 * 1024).await;
+    let before = admin.status().await.unwrap();
+
+    let dead = format!("127.0.0.1:{}", free_port());
+    let cases: Vec<(&str, String, bool, &str)> = vec![
+        ("a node that does not answer", dead, true, "does not answer"),
+        (
+            "a node already in the ring",
+            addrs[0].clone(),
+            true,
+            "already in the ring",
+        ),
+        (
+            "a node not in the ring",
+            addrs[3].clone(),
+            false,
+            "not in the ring",
+        ),
+        (
+            "leaving fewer nodes than replicas",
+            addrs[0].clone(),
+            false,
+            "fewer than the 2 replicas",
+        ),
+        (
+            "a malformed address",
+            "not an address".into(),
+            true,
+            "expected host:port",
+        ),
+    ];
+    for (what, node, add, needle) in cases {
+        let r = if add {
+            admin.add(&node, 0.0, |_| {}).await
+        } else {
+            admin.remove(&node, |_| {}).await
+        };
+        let e = r.expect_err(what);
+        assert!(e.to_string().contains(needle), "{what}: {e}");
+        let now = admin.status().await.unwrap();
+        assert_eq!(now.epoch, before.epoch, "{what}: nothing changed");
+        assert_eq!(
+            now.nodes.len(),
+            before.nodes.len(),
+            "{what}: nothing changed"
+        );
+    }
+
+    // A wrong token, or none.
+    for token in [Some("wrong".to_string()), None] {
+        let bad = AdminClient::connect(&admin_addr, token).await.unwrap();
+        let e = bad.list().await.unwrap_err();
+        assert!(
+            matches!(e, tritontube_core::Error::Unauthenticated { .. }),
+            "{e}"
+        );
+        let e = bad.add(&addrs[2], 0.0, |_| {}).await.unwrap_err();
+        assert!(
+            matches!(e, tritontube_core::Error::Unauthenticated { .. }),
+            "{e}"
+        );
+    }
+
+    // A second change while one runs is refused at once, not queued.
+    let a2 = admin.clone();
+    let n2 = addrs[2].clone();
+    let first = tokio::spawn(async move { a2.add(&n2, 0.0, |_| {}).await });
+    let mut refused = false;
+    for _ in 0..100 {
+        match admin.add(&addrs[3], 0.0, |_| {}).await {
+            Err(e)
+                if e.to_string()
+                    .contains("another cluster change is in progress") =>
+            {
+                refused = true;
+                break;
+            }
+            Err(e) if e.to_string().contains("already in the ring") => break,
+            Err(e) => panic!("unexpected: {e}"),
+            Ok(_) => break,
+        }
+    }
+    first.await.unwrap().unwrap();
+    assert!(
+        refused,
+        "a concurrent change was refused with a clear error"
+    );
+    verify_clean(&admin).await;
+
+    // Removing down to the last node (with replicas 2 this is refused earlier;
+    // the message still says why).
+    let e = admin.remove(&addrs[0], |_| {}).await;
+    assert!(e.is_ok() || e.unwrap_err().to_string().contains("replicas"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_course_projects_admin_protocol_from_python() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start_node(root.path(), free_port()).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let admin_port = free_port();
+    let _web = start_web(
+        root.path(),
+        free_port(),
+        admin_port,
+        &addrs[..2],
+        &["--replicas", "1", "--vnodes", "1"],
+    )
+    .await;
+    fill_one(&addrs[..2]).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/compat/course_admin_client.py");
+    let server = format!("127.0.0.1:{admin_port}");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&server)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = run(&["list"]);
+    assert!(ok, "{err}");
+    // Ring order with one virtual node: by h(addr).
+    let mut expect: Vec<&String> = addrs[..2].iter().collect();
+    expect.sort_by_key(|a| tritontube_core::ring::key_hash(a));
+    let want = format!(
+        "Storage cluster nodes:\n  - {}\n  - {}\n",
+        expect[0], expect[1]
+    );
+    assert_eq!(out, want);
+    let (ok, out, err) = run(&["add", &addrs[2]]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with(&format!(
+            "Successfully added node: {}\nNumber of files migrated: ",
+            addrs[2]
+        )),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["remove", &addrs[0]]);
+    assert!(ok);
+    assert!(
+        out.contains(&format!("Successfully removed node: {}", addrs[0])),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["remove", "nope:1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("NOT_FOUND") && err.contains("not in the ring"),
+        "{err}"
+    );
+}
+
+async fn fill_one(addrs: &[String]) {
+    let nodes: Vec<NodeAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    let store = NetworkContentStore::with_nodes(&nodes, 1, 1).unwrap();
+    for i in 0..20 {
+        let k = ContentKey::from_parts(&format!("v{i}"), "manifest.mpd").unwrap();
+        store
+            .put_bytes(&k, bytes::Bytes::from(vec![i as u8; 1000]))
+            .await
+            .unwrap();
+    }
+}
