@@ -386,21 +386,20 @@ async fn refused_changes_leave_the_cluster_as_it_was() {
     let a2 = admin.clone();
     let n2 = addrs[2].clone();
     let first = tokio::spawn(async move { a2.add(&n2, 0.0, |_| {}).await });
-    let mut refused = false;
-    for _ in 0..100 {
-        match admin.add(&addrs[3], 0.0, |_| {}).await {
-            Err(e)
-                if e.to_string()
-                    .contains("another cluster change is in progress") =>
-            {
-                refused = true;
-                break;
-            }
-            Err(e) if e.to_string().contains("already in the ring") => break,
-            Err(e) => panic!("unexpected: {e}"),
-            Ok(_) => break,
-        }
+    // Once the first change shows as in progress it holds the lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !admin.status().await.unwrap().change_in_progress {
+        assert!(Instant::now() < deadline, "the first change never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let e = admin
+        .add(&addrs[3], 0.0, |_| {})
+        .await
+        .expect_err("a second change is refused");
+    let refused = e
+        .to_string()
+        .contains("another cluster change is in progress");
+    assert!(refused, "says why: {e}");
     first.await.unwrap().unwrap();
     assert!(
         refused,
