@@ -22,7 +22,12 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// Default number of virtual nodes per node of weight 1.0.
-pub const DEFAULT_VNODES: u32 = 256;
+///
+/// Tokens are SHA-256 values, so a node's share of the hash space varies
+/// like `1/sqrt(v)`: this many keeps the most loaded of 100 nodes within a
+/// few percent of the mean (see `examples/ring_stats.rs`). Lookups stay fast
+/// whatever `v` is, thanks to the bucket index.
+pub const DEFAULT_VNODES: u32 = 4096;
 
 /// `h(s)`: the first 8 bytes of SHA-256 of `s`, big-endian.
 ///
@@ -43,7 +48,11 @@ pub fn vnode_token(addr: &str, i: u32) -> u64 {
     if i == 0 {
         key_hash(addr)
     } else {
-        key_hash(&format!("{addr}#{i}"))
+        let mut buf = String::with_capacity(addr.len() + 11);
+        buf.push_str(addr);
+        buf.push('#');
+        buf.push_str(&i.to_string());
+        key_hash(&buf)
     }
 }
 
@@ -73,7 +82,26 @@ struct Member {
     weight: f64,
 }
 
+/// Bits of the hash that pick a bucket of the index.
+const INDEX_BITS: u32 = 16;
+
+#[derive(Debug, Clone)]
+struct Inner {
+    vnodes: u32,
+    /// Member slots; a removed member leaves `None` so indices stay valid.
+    members: Vec<Option<Member>>,
+    /// Sorted token values (ties: smaller address first).
+    tokens: Vec<u64>,
+    /// The member slot of each token.
+    owners: Vec<u32>,
+    /// `index[b]` = first token whose top bits are `>= b`; one extra entry.
+    index: Vec<u32>,
+}
+
 /// A ring of SHA-256 tokens with virtual nodes and weights.
+///
+/// Cloning is cheap (the tokens are shared); changing a clone copies them
+/// first, so a snapshot handed to other threads never changes under them.
 ///
 /// ```
 /// use tritontube_core::ring::{HashRing, TokenRing};
@@ -83,134 +111,507 @@ struct Member {
 ///     ring.add_node(n, 1.0).unwrap();
 /// }
 /// assert_eq!(ring.owner("PIKACHU/manifest.mpd").unwrap(), "localhost:8091");
+///
+/// // Two replicas: two distinct nodes, without allocating.
+/// let mut out = [""; 2];
+/// let n = ring.preference("PIKACHU/manifest.mpd", &mut out).unwrap();
+/// assert_eq!(n, 2);
+/// assert_ne!(out[0], out[1]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct TokenRing {
-    vnodes: u32,
-    members: Vec<Member>,
-    /// `(token, member index)`, sorted by token then address.
-    tokens: Vec<(u64, u32)>,
+    inner: std::sync::Arc<Inner>,
 }
 
 impl TokenRing {
     /// An empty ring giving each node of weight 1.0 `vnodes` tokens.
     pub fn new(vnodes: u32) -> Self {
         TokenRing {
-            vnodes: vnodes.max(1),
-            members: Vec::new(),
-            tokens: Vec::new(),
+            inner: std::sync::Arc::new(Inner {
+                vnodes: vnodes.max(1),
+                members: Vec::new(),
+                tokens: Vec::new(),
+                owners: Vec::new(),
+                index: vec![0; (1usize << INDEX_BITS) + 1],
+            }),
         }
+    }
+
+    /// A ring of `nodes` (address, weight), built in one pass.
+    pub fn with_nodes<'a>(
+        vnodes: u32,
+        nodes: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Result<Self> {
+        let mut ring = TokenRing::new(vnodes);
+        let inner = std::sync::Arc::make_mut(&mut ring.inner);
+        let mut pairs: Vec<(u64, u32)> = Vec::new();
+        for (addr, weight) in nodes {
+            check_weight(weight)?;
+            if inner.members.iter().flatten().any(|m| m.addr == addr) {
+                return Err(Error::NodeExists { node: addr.into() });
+            }
+            let slot = inner.members.len() as u32;
+            inner.members.push(Some(Member {
+                addr: addr.to_string(),
+                weight,
+            }));
+            for i in 0..token_count(inner.vnodes, weight) {
+                pairs.push((vnode_token(addr, i), slot));
+            }
+        }
+        let members = &inner.members;
+        let addr = |s: u32| {
+            members[s as usize]
+                .as_ref()
+                .map(|m| m.addr.as_str())
+                .unwrap_or("")
+        };
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(addr(b.1))));
+        inner.tokens = pairs.iter().map(|p| p.0).collect();
+        inner.owners = pairs.iter().map(|p| p.1).collect();
+        inner.rebuild_index();
+        Ok(ring)
     }
 
     /// Virtual nodes per node of weight 1.0.
     pub fn vnodes(&self) -> u32 {
-        self.vnodes
+        self.inner.vnodes
+    }
+
+    /// Number of tokens on the ring.
+    pub fn token_count(&self) -> usize {
+        self.inner.tokens.len()
     }
 
     /// True if `addr` is a member.
     pub fn contains(&self, addr: &str) -> bool {
-        self.members.iter().any(|m| m.addr == addr)
+        self.inner.slot_of(addr).is_some()
     }
 
-    /// Adds a node with the given weight.
+    /// The weight of `addr`, if it is a member.
+    pub fn weight(&self, addr: &str) -> Option<f64> {
+        self.inner
+            .slot_of(addr)
+            .and_then(|s| self.inner.members[s as usize].as_ref())
+            .map(|m| m.weight)
+    }
+
+    /// The members, in the order they were added.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.inner.members.iter().flatten().map(|m| m.addr.as_str())
+    }
+
+    /// Adds a node with the given weight. Only its own tokens are computed;
+    /// they are merged into the existing sorted tokens.
     pub fn add_node(&mut self, addr: &str, weight: f64) -> Result<()> {
         if self.contains(addr) {
             return Err(Error::NodeExists { node: addr.into() });
         }
-        if !(weight.is_finite() && weight > 0.0) {
-            return Err(Error::invalid(
-                "weight",
-                weight.to_string(),
-                "must be a positive number",
-            ));
-        }
-        self.members.push(Member {
+        check_weight(weight)?;
+        let inner = std::sync::Arc::make_mut(&mut self.inner);
+        let slot = match inner.members.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                inner.members.push(None);
+                inner.members.len() - 1
+            }
+        } as u32;
+        inner.members[slot as usize] = Some(Member {
             addr: addr.to_string(),
             weight,
         });
-        self.rebuild();
-        Ok(())
-    }
-
-    /// Removes a node.
-    pub fn remove_node(&mut self, addr: &str) -> Result<()> {
-        let Some(i) = self.members.iter().position(|m| m.addr == addr) else {
-            return Err(Error::UnknownNode { node: addr.into() });
-        };
-        self.members.remove(i);
-        self.rebuild();
-        Ok(())
-    }
-
-    fn token_count(&self, weight: f64) -> u32 {
-        ((self.vnodes as f64 * weight).round() as u32).max(1)
-    }
-
-    fn rebuild(&mut self) {
-        let mut tokens = Vec::new();
-        for (idx, m) in self.members.iter().enumerate() {
-            for i in 0..self.token_count(m.weight) {
-                tokens.push((vnode_token(&m.addr, i), idx as u32));
+        let mut new: Vec<u64> = Vec::with_capacity(token_count(inner.vnodes, weight) as usize);
+        let mut name = String::with_capacity(addr.len() + 11);
+        for i in 0..token_count(inner.vnodes, weight) {
+            if i == 0 {
+                new.push(key_hash(addr));
+            } else {
+                use std::fmt::Write;
+                name.clear();
+                let _ = write!(name, "{addr}#{i}");
+                new.push(key_hash(&name));
             }
         }
-        let members = &self.members;
-        tokens.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| members[a.1 as usize].addr.cmp(&members[b.1 as usize].addr))
-        });
-        self.tokens = tokens;
+        new.sort_unstable();
+        // Count, per index bucket, how many new tokens fall below it, to
+        // shift the index instead of rebuilding it.
+        let buckets = 1usize << INDEX_BITS;
+        let mut below = 0u32;
+        let mut j = 0usize;
+        for b in 0..=buckets {
+            let floor = if b == buckets {
+                u64::MAX
+            } else {
+                (b as u64) << (64 - INDEX_BITS)
+            };
+            while j < new.len() && (new[j] < floor || (b == buckets)) {
+                j += 1;
+                below += 1;
+            }
+            inner.index[b] += below;
+        }
+        // Merge in place, from the back: no second copy of the ring.
+        let old_len = inner.tokens.len();
+        inner.tokens.resize(old_len + new.len(), 0);
+        inner.owners.resize(old_len + new.len(), 0);
+        let (mut i, mut j, mut w) = (old_len, new.len(), old_len + new.len());
+        while j > 0 {
+            let take_old = i > 0 && {
+                let (t_old, t_new) = (inner.tokens[i - 1], new[j - 1]);
+                // From the back, the larger goes last; on equal tokens the
+                // smaller address goes first, so the larger address last.
+                t_old > t_new || (t_old == t_new && inner.addr(inner.owners[i - 1]) > addr)
+            };
+            w -= 1;
+            if take_old {
+                inner.tokens[w] = inner.tokens[i - 1];
+                inner.owners[w] = inner.owners[i - 1];
+                i -= 1;
+            } else {
+                inner.tokens[w] = new[j - 1];
+                inner.owners[w] = slot;
+                j -= 1;
+            }
+        }
+        Ok(())
     }
 
-    fn position(&self, hash: u64) -> usize {
-        let i = self.tokens.partition_point(|(t, _)| *t < hash);
-        if i == self.tokens.len() { 0 } else { i }
-    }
-
-    /// The member nodes in ring order: by each node's first token `h(addr)`.
-    pub fn nodes_in_ring_order(&self) -> Vec<&str> {
-        let mut v: Vec<(u64, &str)> = self
-            .members
+    /// Removes a node: its tokens are filtered out, nothing is re-hashed.
+    pub fn remove_node(&mut self, addr: &str) -> Result<()> {
+        let Some(slot) = self.inner.slot_of(addr) else {
+            return Err(Error::UnknownNode { node: addr.into() });
+        };
+        let inner = std::sync::Arc::make_mut(&mut self.inner);
+        inner.members[slot as usize] = None;
+        let (tokens, owners): (Vec<u64>, Vec<u32>) = inner
+            .tokens
             .iter()
-            .map(|m| (key_hash(&m.addr), m.addr.as_str()))
-            .collect();
+            .zip(&inner.owners)
+            .filter(|(_, o)| **o != slot)
+            .map(|(t, o)| (*t, *o))
+            .unzip();
+        inner.tokens = tokens;
+        inner.owners = owners;
+        inner.rebuild_index();
+        Ok(())
+    }
+
+    /// The member nodes in ring order: by each node's first token `h(addr)`
+    /// (the order the course project's `ListNodes` returns).
+    pub fn nodes_in_ring_order(&self) -> Vec<&str> {
+        let mut v: Vec<(u64, &str)> = self.nodes().map(|a| (key_hash(a), a)).collect();
         v.sort();
         v.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// The preference list of `key`: see [`HashRing::preference_by_hash`].
+    pub fn preference<'a>(&'a self, key: &str, out: &mut [&'a str]) -> Result<usize> {
+        self.preference_by_hash(key_hash(key), out)
+    }
+
+    /// The distinct nodes clockwise from `hash`, as an iterator (each node
+    /// once, then it ends). Allocates nothing.
+    pub fn walk(&self, hash: u64) -> Walk<'_> {
+        Walk {
+            ring: self,
+            start: self.inner.position(hash),
+            step: 0,
+            seen: [u32::MAX; 8],
+            seen_len: 0,
+            found: 0,
+        }
+    }
+
+    /// Each node's share of the hash space (0..1, summing to 1), as owner of
+    /// the keys (one replica).
+    pub fn shares(&self) -> Vec<(&str, f64)> {
+        let inner = &self.inner;
+        let mut by_slot = vec![0u128; inner.members.len()];
+        let n = inner.tokens.len();
+        for i in 0..n {
+            // Token i owns (previous token, token i].
+            let prev = if i == 0 {
+                inner.tokens[n - 1]
+            } else {
+                inner.tokens[i - 1]
+            };
+            let span = inner.tokens[i].wrapping_sub(prev) as u128;
+            let span = if n == 1 { 1u128 << 64 } else { span };
+            by_slot[inner.owners[i] as usize] += span;
+        }
+        inner
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(s, m)| {
+                m.as_ref()
+                    .map(|m| (m.addr.as_str(), by_slot[s] as f64 / 2f64.powi(64)))
+            })
+            .collect()
+    }
+
+    /// Largest share divided by the mean share, for nodes of equal weight (1.0
+    /// is perfect balance).
+    pub fn max_over_mean(&self) -> f64 {
+        let shares = self.shares();
+        if shares.is_empty() {
+            return 0.0;
+        }
+        let mean = 1.0 / shares.len() as f64;
+        shares.iter().map(|(_, s)| *s).fold(0.0, f64::max) / mean
+    }
+}
+
+fn check_weight(weight: f64) -> Result<()> {
+    if weight.is_finite() && weight > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "weight",
+            weight.to_string(),
+            "must be a positive number",
+        ))
+    }
+}
+
+fn token_count(vnodes: u32, weight: f64) -> u32 {
+    ((vnodes as f64 * weight).round() as u32).max(1)
+}
+
+impl Inner {
+    fn addr(&self, slot: u32) -> &str {
+        self.members[slot as usize]
+            .as_ref()
+            .map(|m| m.addr.as_str())
+            .unwrap_or("")
+    }
+
+    fn slot_of(&self, addr: &str) -> Option<u32> {
+        self.members
+            .iter()
+            .position(|m| m.as_ref().is_some_and(|m| m.addr == addr))
+            .map(|p| p as u32)
+    }
+
+    fn rebuild_index(&mut self) {
+        let buckets = 1usize << INDEX_BITS;
+        let mut index = vec![0u32; buckets + 1];
+        let mut t = 0usize;
+        for (b, slot) in index.iter_mut().enumerate().take(buckets) {
+            let floor = (b as u64) << (64 - INDEX_BITS);
+            while t < self.tokens.len() && self.tokens[t] < floor {
+                t += 1;
+            }
+            *slot = t as u32;
+        }
+        index[buckets] = self.tokens.len() as u32;
+        self.index = index;
+    }
+
+    /// Index of the first token `>= hash`, wrapping to 0.
+    #[inline]
+    fn position(&self, hash: u64) -> usize {
+        let b = (hash >> (64 - INDEX_BITS)) as usize;
+        let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
+        let bucket = &self.tokens[lo..hi];
+        let i = lo
+            + bucket
+                .iter()
+                .position(|t| *t >= hash)
+                .unwrap_or(bucket.len());
+        if i == self.tokens.len() { 0 } else { i }
+    }
+}
+
+/// Iterator over the distinct nodes clockwise from a hash; see
+/// [`TokenRing::walk`].
+#[derive(Debug)]
+pub struct Walk<'a> {
+    ring: &'a TokenRing,
+    start: usize,
+    step: usize,
+    seen: [u32; 8],
+    seen_len: usize,
+    found: usize,
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let inner = &self.ring.inner;
+        let n = inner.tokens.len();
+        let live = inner.members.iter().flatten().count();
+        if self.found >= live {
+            return None;
+        }
+        while self.step < n {
+            let slot = inner.owners[(self.start + self.step) % n];
+            self.step += 1;
+            let seen = if self.found < self.seen.len() {
+                self.seen[..self.seen_len].contains(&slot)
+            } else {
+                // Past eight nodes, look back along the walk instead.
+                (0..self.step - 1).any(|k| inner.owners[(self.start + k) % n] == slot)
+            };
+            if !seen {
+                if self.seen_len < self.seen.len() {
+                    self.seen[self.seen_len] = slot;
+                    self.seen_len += 1;
+                }
+                self.found += 1;
+                return Some(inner.addr(slot));
+            }
+        }
+        None
     }
 }
 
 impl HashRing for TokenRing {
     fn node_count(&self) -> usize {
-        self.members.len()
+        self.inner.members.iter().flatten().count()
     }
 
+    #[inline]
     fn owner_by_hash(&self, hash: u64) -> Result<&str> {
-        if self.tokens.is_empty() {
+        if self.inner.tokens.is_empty() {
             return Err(Error::EmptyRing);
         }
-        let (_, m) = self.tokens[self.position(hash)];
-        Ok(&self.members[m as usize].addr)
+        Ok(self
+            .inner
+            .addr(self.inner.owners[self.inner.position(hash)]))
     }
 
     fn preference_by_hash<'a>(&'a self, hash: u64, out: &mut [&'a str]) -> Result<usize> {
-        if self.tokens.is_empty() {
+        let inner = &self.inner;
+        if inner.tokens.is_empty() {
             return Err(Error::EmptyRing);
         }
-        let want = out.len().min(self.members.len());
-        let start = self.position(hash);
-        let mut n = 0;
-        for k in 0..self.tokens.len() {
-            if n == want {
-                break;
-            }
-            let (_, m) = self.tokens[(start + k) % self.tokens.len()];
-            let addr = self.members[m as usize].addr.as_str();
-            if !out[..n].contains(&addr) {
-                out[n] = addr;
-                n += 1;
+        let want = out.len().min(self.node_count());
+        let n = inner.tokens.len();
+        let start = inner.position(hash);
+        // Nodes taken so far, by slot; past 16 replicas, by address.
+        let mut slots = [u32::MAX; 16];
+        let mut got = 0;
+        let mut k = 0;
+        while got < want && k < n {
+            let slot = inner.owners[(start + k) % n];
+            k += 1;
+            let dup = if got <= slots.len() {
+                slots[..got].contains(&slot)
+            } else {
+                let a = inner.addr(slot);
+                out[..got].iter().any(|o| std::ptr::eq(*o, a))
+            };
+            if !dup {
+                if got < slots.len() {
+                    slots[got] = slot;
+                }
+                out[got] = inner.addr(slot);
+                got += 1;
             }
         }
-        Ok(n)
+        Ok(got)
     }
+}
+
+/// One stretch of the hash space whose owners differ between two rings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeChange {
+    /// Exclusive start of the stretch (keys with hash `> start`).
+    pub start: u64,
+    /// Inclusive end (keys with hash `<= end`); a stretch may wrap.
+    pub end: u64,
+    /// Owners (preference list) before.
+    pub before: Vec<String>,
+    /// Owners after.
+    pub after: Vec<String>,
+}
+
+impl RangeChange {
+    /// Nodes that own the stretch after but not before.
+    pub fn gained(&self) -> impl Iterator<Item = &str> {
+        self.after
+            .iter()
+            .filter(|n| !self.before.contains(n))
+            .map(String::as_str)
+    }
+
+    /// Nodes that owned the stretch before but not after.
+    pub fn lost(&self) -> impl Iterator<Item = &str> {
+        self.before
+            .iter()
+            .filter(|n| !self.after.contains(n))
+            .map(String::as_str)
+    }
+
+    /// True if `hash` falls in the stretch.
+    pub fn contains(&self, hash: u64) -> bool {
+        if self.start < self.end {
+            hash > self.start && hash <= self.end
+        } else {
+            hash > self.start || hash <= self.end
+        }
+    }
+
+    /// Fraction of the hash space the stretch covers.
+    pub fn fraction(&self) -> f64 {
+        let span = self.end.wrapping_sub(self.start);
+        if span == 0 {
+            1.0
+        } else {
+            span as f64 / 2f64.powi(64)
+        }
+    }
+}
+
+/// Which stretches of the hash space change owners between `before` and
+/// `after` with `replicas` copies: the plan of a migration. Between two
+/// consecutive tokens of either ring, every key has the same preference
+/// lists, so comparing the lists at each token decides each stretch.
+pub fn diff(before: &TokenRing, after: &TokenRing, replicas: usize) -> Vec<RangeChange> {
+    let mut bounds: Vec<u64> = before
+        .inner
+        .tokens
+        .iter()
+        .chain(&after.inner.tokens)
+        .copied()
+        .collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    let mut out: Vec<RangeChange> = Vec::new();
+    let r = replicas.max(1);
+    let mut b1 = vec![""; r];
+    let mut b2 = vec![""; r];
+    for (i, end) in bounds.iter().enumerate() {
+        let start = if i == 0 {
+            *bounds.last().unwrap_or(&0)
+        } else {
+            bounds[i - 1]
+        };
+        let n1 = before.preference_by_hash(*end, &mut b1).unwrap_or(0);
+        let n2 = after.preference_by_hash(*end, &mut b2).unwrap_or(0);
+        let (l1, l2) = (&b1[..n1], &b2[..n2]);
+        if l1.iter().collect::<std::collections::BTreeSet<_>>() == l2.iter().collect() {
+            continue;
+        }
+        // Merge with the previous stretch when it continues it unchanged.
+        if let Some(last) = out.last_mut()
+            && last.end == start
+            && last.before == l1
+            && last.after == l2
+        {
+            last.end = *end;
+            continue;
+        }
+        out.push(RangeChange {
+            start,
+            end: *end,
+            before: l1.iter().map(|s| s.to_string()).collect(),
+            after: l2.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -37,7 +37,6 @@ use crate::proto::admin::{
 };
 use crate::proto::cluster as pb;
 use crate::proto::cluster::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
-use crate::ring::HashRing;
 
 /// Serves both admin services on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -350,18 +349,10 @@ impl ClusterAdmin for AdminService {
     }
 }
 
-/// Each node's share of the hash space, sampled at evenly spaced points.
+/// Each node's exact share of the hash space.
 fn ring_shares(ring: &crate::ring::TokenRing) -> Vec<(String, f64)> {
-    const SAMPLES: u64 = 1 << 14;
-    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
-    let step = u64::MAX / SAMPLES;
-    for i in 0..SAMPLES {
-        if let Ok(owner) = ring.owner_by_hash(i * step) {
-            *counts.entry(owner.to_string()).or_default() += 1;
-        }
-    }
-    counts
+    ring.shares()
         .into_iter()
-        .map(|(a, c)| (a, c as f64 / SAMPLES as f64))
+        .map(|(a, s)| (a.to_string(), s))
         .collect()
 }

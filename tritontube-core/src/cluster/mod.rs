@@ -155,12 +155,17 @@ pub struct VerifyReport {
 
 /// Builds the ring of `nodes`.
 pub fn ring_of(nodes: &[NodeEntry], vnodes: u32) -> TokenRing {
-    let mut ring = TokenRing::new(vnodes);
-    for n in nodes {
-        // Entries come from a validated state: duplicates cannot occur.
-        let _ = ring.add_node(n.addr.as_str(), n.weight);
-    }
-    ring
+    TokenRing::with_nodes(vnodes, nodes.iter().map(|n| (n.addr.as_str(), n.weight))).unwrap_or_else(
+        |e| {
+            // States are validated when written; keep serving with what is valid.
+            tracing::error!(error = %e, "invalid node list in the cluster state");
+            let mut ring = TokenRing::new(vnodes);
+            for n in nodes {
+                let _ = ring.add_node(n.addr.as_str(), n.weight);
+            }
+            ring
+        },
+    )
 }
 
 /// Runs ring changes, verify and repair for one cluster.
