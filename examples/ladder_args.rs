@@ -10,9 +10,13 @@ async fn main() {
         eprintln!("usage: ladder_args INPUT OUT_DIR");
         std::process::exit(2);
     };
-    let probe = tritontube::ingest::probe::probe(input.as_ref()).await.expect("a video");
+    let probe = tritontube::ingest::probe::probe(input.as_ref())
+        .await
+        .expect("a video");
     let ladder = tritontube::ingest::ladder::ladder(probe.width, probe.height);
-    for arg in tritontube::ingest::ladder::ffmpeg_args(input.as_ref(), out.as_ref(), &probe, &ladder) {
+    for arg in
+        tritontube::ingest::ladder::ffmpeg_args(input.as_ref(), out.as_ref(), &probe, &ladder)
+    {
         println!("{arg}");
     }
 }

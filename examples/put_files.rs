@@ -16,16 +16,26 @@ async fn main() {
         eprintln!("usage: put_files NODES REPLICAS VNODES VIDEO_ID COUNT SIZE");
         std::process::exit(2);
     };
-    let nodes: Vec<NodeAddr> = nodes.split(',').map(|n| n.parse().expect("node address")).collect();
-    let store = Arc::new(NetworkContentStore::with_nodes(&nodes, replicas.parse().unwrap(), vnodes.parse().unwrap()).unwrap());
+    let nodes: Vec<NodeAddr> = nodes
+        .split(',')
+        .map(|n| n.parse().expect("node address"))
+        .collect();
+    let store = Arc::new(
+        NetworkContentStore::with_nodes(&nodes, replicas.parse().unwrap(), vnodes.parse().unwrap())
+            .unwrap(),
+    );
     let (count, size): (usize, usize) = (count.parse().unwrap(), size.parse().unwrap());
     let tasks: Vec<_> = (0..4)
         .map(|w| {
             let (store, video) = (store.clone(), video.clone());
             tokio::spawn(async move {
                 for i in (w..count).step_by(4) {
-                    let key = ContentKey::from_parts(&video, &format!("chunk-0-{i:05}.m4s")).unwrap();
-                    let body: bytes::Bytes = (0..size).map(|j| (j as u8).wrapping_mul(i as u8 | 1)).collect::<Vec<u8>>().into();
+                    let key =
+                        ContentKey::from_parts(&video, &format!("chunk-0-{i:05}.m4s")).unwrap();
+                    let body: bytes::Bytes = (0..size)
+                        .map(|j| (j as u8).wrapping_mul(i as u8 | 1))
+                        .collect::<Vec<u8>>()
+                        .into();
                     store.put_bytes(&key, body).await.unwrap();
                 }
             })

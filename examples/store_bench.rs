@@ -32,6 +32,30 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// MiB/s of moving `bytes` over a plain loopback TCP connection in 1 MiB
+/// writes: the ceiling for any protocol between two processes here.
+async fn raw_tcp_mib_s(bytes: usize) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < bytes {
+            got += s.read(&mut buf).await.unwrap();
+        }
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let chunk = vec![1u8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..bytes >> 20 {
+        s.write_all(&chunk).await.unwrap();
+    }
+    reader.await.unwrap();
+    (bytes >> 20) as f64 / t.elapsed().as_secs_f64()
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -97,6 +121,11 @@ async fn main() {
         via_local.push(4.0 / t.elapsed().as_secs_f64());
     }
     let (n, l) = (median(via_node), median(via_local));
+    let mut tcp = Vec::new();
+    for _ in 0..5 {
+        tcp.push(raw_tcp_mib_s(256 << 20).await);
+    }
+    let tcp = median(tcp);
 
     // 1 GiB put, streamed in 1 MiB chunks; the node's peak RSS.
     let rss_before = peak_rss_kib(node.id());
@@ -120,7 +149,7 @@ async fn main() {
     let _ = node.wait();
     if json {
         println!(
-            "{{\"get_4mib_node_mib_s\":{n:.1},\"get_4mib_local_mib_s\":{l:.1},\"ratio\":{:.3},\"put_1gib_secs\":{put_secs:.2},\"node_peak_rss_mib\":{:.1},\"node_rss_before_mib\":{:.1}}}",
+            "{{\"get_4mib_node_mib_s\":{n:.1},\"get_4mib_local_mib_s\":{l:.1},\"ratio\":{:.3},\"raw_tcp_loopback_mib_s\":{tcp:.1},\"put_1gib_secs\":{put_secs:.2},\"node_peak_rss_mib\":{:.1},\"node_rss_before_mib\":{:.1}}}",
             n / l,
             rss as f64 / 1024.0,
             rss_before as f64 / 1024.0
@@ -130,6 +159,11 @@ async fn main() {
         println!("  through the node client: {n:8.1} MiB/s");
         println!("  local store directly:    {l:8.1} MiB/s");
         println!("  ratio: {:.3} (target >= 0.5)", n / l);
+        println!(
+            "  ceiling: plain loopback TCP {tcp:.1} MiB/s (ratio to local {:.3}); node client / TCP {:.3}",
+            tcp / l,
+            n / tcp
+        );
         println!(
             "put of 1 GiB through the node client: {put_secs:.2} s ({:.0} MiB/s)",
             1024.0 / put_secs

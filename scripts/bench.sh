@@ -65,17 +65,23 @@ daemon off; worker_processes 2; pid $W/nginx.pid; error_log $W/nginx.err;
 events { worker_connections 1024; }
 http { access_log off; sendfile on; server { listen 127.0.0.1:$NG; root $W/www; } }
 NGINX
+chmod -R a+rX "$W/www"; chmod a+x "$W"   # nginx's workers run as an unprivileged user
 nginx -c "$W/nginx.conf" & pids+=($!); wait_port $NG
 for f in seg64k seg1m; do
+  for u in "http://127.0.0.1:$HTTP" "http://127.0.0.1:$NG"; do
+    code=$(curl -s -o /dev/null -w "%{http_code}" "$u/content/$f/chunk-0-00000.m4s")
+    [ "$code" = 200 ] || { echo "$u/content/$f/chunk-0-00000.m4s answers $code, not 200" >&2; exit 1; }
+  done
   ours=$(wrk -t2 -c64 -d${DUR}s --latency "http://127.0.0.1:$HTTP/content/$f/chunk-0-00000.m4s" | tee "$OUT/wrk-web-$f.txt" | awk '/Requests\/sec/ {print $2}')
   theirs=$(wrk -t2 -c64 -d${DUR}s --latency "http://127.0.0.1:$NG/content/$f/chunk-0-00000.m4s" | tee "$OUT/wrk-nginx-$f.txt" | awk '/Requests\/sec/ {print $2}')
+  if grep -q "Non-2xx" "$OUT/wrk-web-$f.txt" "$OUT/wrk-nginx-$f.txt"; then echo "non-2xx answers during the $f run" >&2; exit 1; fi
   echo "$f: web $ours req/s vs nginx $theirs req/s: ratio $(ratio $ours $theirs) (target >= 0.5); p99 web $(awk '/ 99%/ {print $2}' "$OUT/wrk-web-$f.txt"), nginx $(awk '/ 99%/ {print $2}' "$OUT/wrk-nginx-$f.txt")" | tee -a "$OUT/summary.txt"
 done
 
 echo "== migration" | tee -a "$OUT/summary.txt"
 COUNT=$([ $QUICK = 1 ] && echo 64 || echo 256)
 "$X/put_files" "$NW" 2 $VN bulk $COUNT 4194304
-total=$(du -sb "$W"/node-* | awk '{s+=$1} END {print s}')
+total=$(du -sb "$W"/node-* | awk '{s+=$1} END {printf "%d", s}')
 t0=$(now); cp -r "$W/node-${nodes[0]##*:}" "$W/cp-copy"; sync; t1=$(now)
 cpbytes=$(du -sb "$W/cp-copy" | awk '{print $1}'); rm -rf "$W/cp-copy"
 cp_mbs=$(python3 -c "print(f'{$cpbytes/1048576/($t1-$t0):.1f}')")

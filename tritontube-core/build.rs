@@ -17,7 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
     let fds = protox::compile(files, [&root])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // File bodies as `Bytes`: a chunk moves from the socket to the disk
+    // (and back) without a copy.
+    tonic_prost_build::configure()
+        .bytes(".tritontube.storage.v1.PutRequest.chunk")
+        .bytes(".tritontube.storage.v1.GetResponse.chunk")
+        .compile_fds(fds)?;
     Ok(())
 }
 

@@ -216,7 +216,8 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
                     .map(|n| {
                         json!({
                             "address": n.address, "weight": n.weight, "health": n.health,
-                            "last_error": n.last_error, "file_count": n.file_count,
+                            "last_error": n.last_error, "health_since_ms": n.health_since_ms,
+                            "file_count": n.file_count,
                             "total_bytes": n.total_bytes, "ring_share": n.ring_share, "pending": n.pending,
                         })
                     })
@@ -253,6 +254,17 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
                         n.ring_share * 100.0,
                         if n.pending { " (pending)" } else { "" }
                     );
+                    if n.health != "up" && n.health_since_ms > 0 {
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as i64)
+                            .unwrap_or(0);
+                        println!(
+                            "    {} for {:.1} s",
+                            n.health,
+                            (now_ms - n.health_since_ms).max(0) as f64 / 1000.0
+                        );
+                    }
                     if !n.last_error.is_empty() {
                         println!("    last error: {}", n.last_error);
                     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{ClusterManager, HealthConfig, HealthTracker, ManagerConfig};
+use crate::cluster::{
+    ClusterManager, HealConfig, HealthConfig, HealthTracker, ManagerConfig, run_healer,
+};
 use crate::error::{Error, Result};
 use crate::id::NodeAddr;
 use crate::ingest::{Ingest, IngestConfig};
@@ -45,6 +47,10 @@ pub struct WebOptions {
     pub admin_token: Option<String>,
     /// Where dash.js is (found automatically if `None`).
     pub assets: Option<PathBuf>,
+    /// Failure detection of storage nodes (network content).
+    pub health: HealthConfig,
+    /// Hand-back and automatic re-replication (network content).
+    pub heal: HealConfig,
 }
 
 /// Runs the web server (and, with network content, the admin service) until
@@ -77,7 +83,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
             let nodes: Vec<NodeEntry> = parts
                 .map(|a| NodeAddr::new(a).map(|addr| NodeEntry { addr, weight: 1.0 }))
                 .collect::<Result<_>>()?;
-            let tracker = Arc::new(HealthTracker::new(HealthConfig::default()));
+            let tracker = Arc::new(HealthTracker::new(opts.health.clone()));
             let network = Arc::new(NetworkContentStore::new(
                 Placement {
                     current: crate::ring::TokenRing::new(opts.vnodes),
@@ -88,7 +94,8 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                 tracker.clone(),
             ));
             let manager =
-                ClusterManager::new(meta.clone(), network.clone(), ManagerConfig::default());
+                ClusterManager::new(meta.clone(), network.clone(), ManagerConfig::default())
+                    .with_health_tracker(tracker.clone());
             let state = manager
                 .bootstrap(&nodes, opts.replicas, opts.vnodes)
                 .await?;
@@ -131,6 +138,19 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                         s.cancelled_owned(),
                     )
                     .await
+                }));
+            }
+            // Hand copies back when nodes return; re-replicate around nodes
+            // down too long.
+            {
+                let (m, t, c, s) = (
+                    manager.clone(),
+                    tracker.clone(),
+                    opts.heal.clone(),
+                    shutdown.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    run_healer(m, t, c, s.cancelled_owned()).await
                 }));
             }
             let listener = tokio::net::TcpListener::bind(&admin_addr)

@@ -114,7 +114,7 @@ async fn bad_keys_are_refused_and_nothing_escapes_the_base_dir() {
                     expected_sha256: vec![],
                     expected_size: 0,
                 }),
-                chunk: b"evil".to_vec(),
+                chunk: b"evil".to_vec().into(),
             }]))
             .await
             .unwrap_err();
@@ -175,7 +175,7 @@ async fn bad_keys_are_refused_and_nothing_escapes_the_base_dir() {
                 expected_sha256: vec![7; 32],
                 expected_size: 0,
             }),
-            chunk: b"body".to_vec(),
+            chunk: b"body".to_vec().into(),
         }]))
         .await
         .unwrap_err();
@@ -200,13 +200,13 @@ async fn a_put_cut_off_half_way_leaves_no_partial_file() {
             expected_sha256: vec![],
             expected_size: 0,
         }),
-        chunk: vec![1; 512 * 1024],
+        chunk: vec![1; 512 * 1024].into(),
     })
     .await
     .unwrap();
     tx.send(pb::PutRequest {
         header: None,
-        chunk: vec![2; 512 * 1024],
+        chunk: vec![2; 512 * 1024].into(),
     })
     .await
     .unwrap();

@@ -10,9 +10,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use tritontube_core::cluster::{HealConfig, HealthConfig};
 use tritontube_core::server::{WebOptions, run};
 
 /// The TritonTube web server.
@@ -46,6 +48,22 @@ struct Args {
     /// Directory holding dash.all.min.js (found in node_modules if not given).
     #[arg(long)]
     assets: Option<PathBuf>,
+    /// Seconds between health checks of each storage node.
+    #[arg(long, default_value_t = 0.5)]
+    health_interval: f64,
+    /// Seconds a health check may take before it counts as failed (catches
+    /// a node that accepts connections but never answers).
+    #[arg(long, default_value_t = 1.0)]
+    health_timeout: f64,
+    /// Seconds a storage node may stay down before its files are copied
+    /// again from the surviving replicas, so every file is back to the
+    /// replica count.
+    #[arg(long, default_value_t = 60.0)]
+    rereplicate_after: f64,
+    /// Never re-replicate automatically (copies written while a node was
+    /// down are still handed back when it returns).
+    #[arg(long)]
+    no_rereplicate: bool,
     /// METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, e.g.
     /// `sqlite ./metadata.db nw "localhost:8081,localhost:8090"`.
     #[arg(num_args = 0..=4, value_names = ["METADATA_KIND", "METADATA_OPTION", "CONTENT_KIND", "CONTENT_OPTION"])]
@@ -69,6 +87,25 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let secs = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!("tritontube-web: --{name} must be a positive number of seconds, got {v}")
+            })
+    };
+    let (interval, timeout, after) = match (
+        secs("health-interval", args.health_interval),
+        secs("health-timeout", args.health_timeout),
+        secs("rereplicate-after", args.rereplicate_after),
+    ) {
+        (Ok(i), Ok(t), Ok(a)) => (i, t, a),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = WebOptions {
         host: args.host,
         port: args.port,
@@ -81,6 +118,15 @@ async fn main() -> ExitCode {
         workers: args.workers,
         admin_token: args.admin_token,
         assets: args.assets,
+        health: HealthConfig {
+            interval,
+            timeout,
+            ..HealthConfig::default()
+        },
+        heal: HealConfig {
+            rereplicate_after: (!args.no_rereplicate).then_some(after),
+            ..HealConfig::default()
+        },
     };
     let token = CancellationToken::new();
     let on_signal = token.clone();

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{ClusterManager, Phase, Progress, ring_of};
+use crate::cluster::{ClusterManager, Liveness, Phase, Progress, ring_of};
 use crate::error::Error;
 use crate::id::NodeAddr;
 use crate::proto::admin::video_content_admin_service_server::{
@@ -210,6 +210,7 @@ impl ClusterAdmin for AdminService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let state = self.manager.state().await.map_err(refused)?.value;
         let health = self.manager.health_all().await.map_err(refused)?;
+        let tracker = self.manager.health_tracker();
         let ring = ring_of(&state.nodes, state.vnodes);
         let shares = ring_shares(&ring);
         let nodes = health
@@ -221,16 +222,32 @@ impl ClusterAdmin for AdminService {
                     .find(|(a, _)| a == entry.addr.as_str())
                     .map(|(_, s)| *s)
                     .unwrap_or(0.0);
-                let (health, last_error, files, bytes) = match h {
-                    Ok(h) => ("up".to_string(), String::new(), h.file_count, h.total_bytes),
-                    Err(e) => ("down".to_string(), e.to_string(), 0, 0),
+                // The failure detector's view (state, since when, last
+                // error), checked against the answer just obtained.
+                let seen = tracker.and_then(|t| t.get(&entry.addr));
+                let (files, bytes) = match &h {
+                    Ok(h) => (h.file_count, h.total_bytes),
+                    Err(_) => (0, 0),
+                };
+                let (health, since) = match (&seen, &h) {
+                    (Some(n), Ok(_)) => (n.state, Some(n.since)),
+                    (Some(n), Err(_)) if n.state != Liveness::Up => (n.state, Some(n.since)),
+                    (_, Err(_)) => (Liveness::Suspect, None),
+                    (None, Ok(_)) => (Liveness::Up, None),
+                };
+                let last_error = match &h {
+                    Err(e) => e.to_string(),
+                    Ok(_) => seen.and_then(|n| n.last_error).unwrap_or_default(),
                 };
                 pb::NodeStatus {
                     address: entry.addr.to_string(),
                     weight: entry.weight,
-                    health,
+                    health: health.name().to_string(),
                     last_error,
-                    health_since_ms: 0,
+                    health_since_ms: since
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0),
                     file_count: files,
                     total_bytes: bytes,
                     ring_share: share,

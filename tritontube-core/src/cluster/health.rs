@@ -6,6 +6,7 @@
 //! known to be down instead of paying a timeout on every request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -76,6 +77,7 @@ impl Default for HealthConfig {
 pub struct HealthTracker {
     config: HealthConfig,
     nodes: RwLock<HashMap<NodeAddr, NodeLiveness>>,
+    hints: AtomicU64,
 }
 
 impl HealthTracker {
@@ -84,6 +86,7 @@ impl HealthTracker {
         HealthTracker {
             config,
             nodes: RwLock::new(HashMap::new()),
+            hints: AtomicU64::new(0),
         }
     }
 
@@ -136,6 +139,24 @@ impl HealthTracker {
     /// True if reads should skip `addr`.
     pub fn is_down(&self, addr: &NodeAddr) -> bool {
         self.state(addr) == Liveness::Down
+    }
+
+    /// Since when `addr` has been down, if it is.
+    pub fn down_since(&self, addr: &NodeAddr) -> Option<SystemTime> {
+        self.get(addr)
+            .filter(|n| n.state == Liveness::Down)
+            .map(|n| n.since)
+    }
+
+    /// Records that a write went to a stand-in because an owner was down
+    /// (a hinted copy, to be handed back when the owner returns).
+    pub fn record_hint(&self) {
+        self.hints.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Hinted writes so far.
+    pub fn hints(&self) -> u64 {
+        self.hints.load(Ordering::SeqCst)
     }
 
     /// Everything known of `addr`.

@@ -20,9 +20,11 @@
 //! the process dies anywhere, [`ClusterManager::recover`] (run at start-up)
 //! finishes the change, or rolls it back when a new node is gone.
 
+mod heal;
 pub mod health;
 mod plan;
 
+pub use heal::{HealConfig, run_healer};
 pub use health::{HealthConfig, HealthTracker, Liveness, NodeLiveness};
 pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, owners_of, plan};
 
@@ -175,6 +177,7 @@ pub struct ClusterManager {
     nodes: Arc<dyn Nodes>,
     config: ManagerConfig,
     progress: Arc<watch::Sender<Progress>>,
+    tracker: Option<Arc<HealthTracker>>,
 }
 
 impl ClusterManager {
@@ -187,7 +190,20 @@ impl ClusterManager {
             nodes,
             config,
             progress: Arc::new(tx),
+            tracker: None,
         }
+    }
+
+    /// Reports node liveness from `tracker` (the data plane's failure
+    /// detector) in [`ClusterManager::health_all`].
+    pub fn with_health_tracker(mut self, tracker: Arc<HealthTracker>) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// The failure detector, if one was given.
+    pub fn health_tracker(&self) -> Option<&Arc<HealthTracker>> {
+        self.tracker.as_ref()
     }
 
     /// Follows the progress of ring changes made through this manager.
@@ -606,10 +622,7 @@ impl ClusterManager {
             .collect();
         if let Some(first) = failures.first() {
             return Err(Error::Refused {
-                reason: format!(
-                    "{} file copies failed, the change was rolled back; first: {first}",
-                    failures.len()
-                ),
+                reason: format!("{} file copies failed; first: {first}", failures.len()),
             });
         }
         Ok(())
@@ -729,6 +742,74 @@ impl ClusterManager {
         let _ = self.meta.unlock_admin(&lock.lease).await;
         lock.stop();
         self.set_progress(|p| p.phase = Phase::Done);
+        result
+    }
+
+    /// Restores the replica count of every file while the nodes in `down`
+    /// cannot be reached: each file gets its copies on the first live nodes
+    /// clockwise from its hash (where hinted writes go too), copied from the
+    /// surviving copies. Nothing is deleted; [`ClusterManager::repair`],
+    /// run once the nodes are back, hands the copies back to their owners
+    /// and removes the stand-ins. Returns the number of copies made.
+    ///
+    /// Takes the admin lock; [`Error::Locked`] if a change or another
+    /// repair holds it.
+    pub async fn rereplicate(&self, down: &BTreeSet<NodeAddr>) -> Result<u64> {
+        let lease = self
+            .meta
+            .try_lock_admin(&self.config.holder, self.config.lock_ttl)
+            .await?;
+        let lock = HeldLock::start(self.meta.clone(), lease);
+        let result = async {
+            let state = self.state().await?.value;
+            if state.pending.is_some() {
+                // A ring change is under way; its recovery comes first.
+                return Ok(0);
+            }
+            let live: Vec<NodeEntry> = state
+                .nodes
+                .iter()
+                .filter(|n| !down.contains(&n.addr))
+                .cloned()
+                .collect();
+            if live.is_empty() {
+                return Err(Error::Refused {
+                    reason: "every storage node is down; there is nothing to copy from".into(),
+                });
+            }
+            self.progress.send_replace(Progress {
+                phase: Phase::Planning,
+                change: format!(
+                    "re-replicate around {}",
+                    down.iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                ..Progress::default()
+            });
+            let holdings = self.holdings(&live, &live).await?;
+            let ring = ring_of(&live, state.vnodes);
+            let plan = plan(&holdings, &ring, (state.replicas as usize).min(live.len()));
+            let total = plan.copies.len() as u64;
+            let bytes = plan.copy_bytes();
+            self.set_progress(|p| {
+                p.phase = Phase::Copying;
+                p.files_total = total;
+                p.bytes_total = bytes;
+            });
+            self.run_copies(plan.copies).await?;
+            Ok(total)
+        }
+        .await;
+        let _ = self.meta.unlock_admin(&lock.lease).await;
+        lock.stop();
+        self.set_progress(|p| {
+            p.phase = Phase::Done;
+            if let Ok(n) = &result {
+                p.migrated = *n;
+            }
+        });
         result
     }
 

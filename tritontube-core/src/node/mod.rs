@@ -25,6 +25,13 @@ use crate::store::{
 /// Largest body chunk in one message (well under gRPC's 4 MiB default).
 pub const MAX_CHUNK: usize = 1024 * 1024;
 
+/// HTTP/2 flow-control windows and frame size of node connections (both
+/// ends): large enough that a 1 MiB chunk never waits for a window update,
+/// which on the 64 KiB defaults caps a stream far below what the disk does.
+pub(crate) const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+pub(crate) const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+pub(crate) const FRAME_SIZE: u32 = 256 * 1024;
+
 /// Files per `List` message.
 const LIST_PAGE: usize = 500;
 
@@ -36,6 +43,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(FRAME_SIZE)
         .add_service(service(store))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
@@ -120,9 +131,9 @@ impl StorageNode for NodeService {
             expected_sha256,
             expected_size: (header.expected_size > 0).then_some(header.expected_size),
         };
-        let first_chunk = Bytes::from(first.chunk);
+        let first_chunk = first.chunk;
         let rest = incoming.map(|m| match m {
-            Ok(m) => Ok(Bytes::from(m.chunk)),
+            Ok(m) => Ok(m.chunk),
             Err(s) => Err(Error::Unavailable {
                 what: "upload stream".into(),
                 reason: s.message().to_string(),
@@ -150,16 +161,16 @@ impl StorageNode for NodeService {
         let got = self.store.get(&key, opts).await.map_err(refuse)?;
         let head = pb::GetResponse {
             info: Some(info_to_pb(&got.meta)),
-            chunk: Vec::new(),
+            chunk: Bytes::new(),
         };
         let body = got.stream.flat_map(|c| {
             let msgs: Vec<std::result::Result<pb::GetResponse, Status>> = match c {
-                Ok(b) => b
-                    .chunks(MAX_CHUNK)
-                    .map(|c| {
+                Ok(b) => (0..b.len())
+                    .step_by(MAX_CHUNK)
+                    .map(|i| {
                         Ok(pb::GetResponse {
                             info: None,
-                            chunk: c.to_vec(),
+                            chunk: b.slice(i..(i + MAX_CHUNK).min(b.len())),
                         })
                     })
                     .collect(),

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::id::{ContentKey, FileName, VideoId};
 
 /// Size of the chunks `get` streams.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 

@@ -165,6 +165,7 @@ impl NetworkContentStore {
                     break;
                 }
                 if self.health.is_down(n) {
+                    self.health.record_hint();
                     continue;
                 }
                 live += 1;

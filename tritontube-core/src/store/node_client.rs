@@ -54,6 +54,8 @@ impl NodeClient {
             .expect("a validated node address is a valid URI")
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
+            .initial_stream_window_size(crate::node::STREAM_WINDOW)
+            .initial_connection_window_size(crate::node::CONNECTION_WINDOW)
             .connect_lazy();
         NodeClient {
             addr,
@@ -191,7 +193,7 @@ impl ContentStore for NodeClient {
                     .unwrap_or_default(),
                 expected_size: opts.expected_size.unwrap_or(0),
             }),
-            chunk: Vec::new(),
+            chunk: Bytes::new(),
         };
         // The body is fed through a channel by a future polled alongside the
         // call. If the body fails, the call is dropped, which resets the
@@ -205,7 +207,7 @@ impl ContentStore for NodeClient {
             while let Some(c) = chunks.next().await {
                 let msg = pb::PutRequest {
                     header: None,
-                    chunk: c?.to_vec(),
+                    chunk: c?,
                 };
                 if tx.send(msg).await.is_err() {
                     // The call ended early; its result says why.
@@ -265,7 +267,7 @@ impl ContentStore for NodeClient {
         let me = self.clone();
         let k = key.clone();
         let body = stream
-            .map_ok(|m| Bytes::from(m.chunk))
+            .map_ok(|m| m.chunk)
             .map_err(move |s| me.error(Some(&k), s));
         Ok(GetResult {
             meta,

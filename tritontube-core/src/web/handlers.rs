@@ -386,6 +386,25 @@ pub async fn metrics(app: App) -> Reply_ {
             };
             let _ = writeln!(extra, "tritontube_node_up{{node=\"{addr}\"}} {v}");
         }
+        extra.push_str(
+            "# HELP tritontube_node_state_since_seconds Unix time of the node's last liveness change.\n",
+        );
+        extra.push_str("# TYPE tritontube_node_state_since_seconds gauge\n");
+        for (addr, n) in &snap {
+            let since = n
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let _ = writeln!(
+                extra,
+                "tritontube_node_state_since_seconds{{node=\"{addr}\",state=\"{}\"}} {since:.3}",
+                n.state.name()
+            );
+        }
+        extra.push_str("# HELP tritontube_hinted_writes_total Writes sent to a stand-in because an owner was down.\n");
+        extra.push_str("# TYPE tritontube_hinted_writes_total counter\n");
+        let _ = writeln!(extra, "tritontube_hinted_writes_total {}", h.hints());
         extra.push_str("# HELP tritontube_node_errors_total Failed requests to a storage node.\n");
         extra.push_str("# TYPE tritontube_node_errors_total counter\n");
         for (addr, n) in &snap {
