@@ -69,6 +69,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
     };
     let mut tasks = Vec::new();
     let mut health = None;
+    let mut cluster = None;
     let content: Arc<dyn ContentStore> = match &opts.content {
         None => Arc::new(LocalContentStore::new(opts.data_dir.join("content"))?),
         Some((kind, option)) if kind == "fs" => Arc::new(LocalContentStore::new(option)?),
@@ -89,6 +90,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                     current: crate::ring::TokenRing::new(opts.vnodes),
                     pending: None,
                     replicas: opts.replicas as usize,
+                    epoch: 0,
                 },
                 NodeClientConfig::default(),
                 tracker.clone(),
@@ -167,6 +169,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                 }
             }));
             health = Some(tracker);
+            cluster = Some(network.clone());
             network
         }
         Some((kind, _)) => {
@@ -195,6 +198,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         metrics: Default::default(),
         assets: opts.assets.clone().or_else(|| web::find_assets(None)),
         health,
+        network: cluster,
     };
     let addr = format!("{}:{}", opts.host, opts.port);
     let listener = tokio::net::TcpListener::bind(&addr)

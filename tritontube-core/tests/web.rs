@@ -36,6 +36,7 @@ fn site(max_upload: u64) -> Site {
         metrics: Default::default(),
         assets: tritontube_core::web::find_assets(Some(Path::new(env!("CARGO_MANIFEST_DIR")))),
         health: None,
+        network: None,
     };
     Site { app, _dir: dir }
 }

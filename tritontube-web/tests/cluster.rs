@@ -179,38 +179,6 @@ async fn nodes_come_and_go_without_a_failed_read() {
     assert_eq!(failures, 0, "no failed read");
 }
 
-/// Fills the cluster with `n` files of `size` bytes, placed as the web
-/// server places them.
-async fn fill(addrs: &[String], n: usize, size: usize) -> Vec<ContentKey> {
-    let nodes: Vec<NodeAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-    let store = Arc::new(NetworkContentStore::with_nodes(&nodes, 2, VNODES).unwrap());
-    let keys: Vec<ContentKey> = (0..n)
-        .map(|i| {
-            ContentKey::from_parts(&format!("bulk{}", i / 50), &format!("chunk-0-{i:05}.m4s"))
-                .unwrap()
-        })
-        .collect();
-    let tasks: Vec<_> = keys
-        .chunks(n.div_ceil(8))
-        .map(|ks| {
-            let (store, ks) = (store.clone(), ks.to_vec());
-            tokio::spawn(async move {
-                for k in ks {
-                    let body: bytes::Bytes = (0..size)
-                        .map(|j| (j as u8) ^ (k.as_str().len() as u8))
-                        .collect::<Vec<u8>>()
-                        .into();
-                    store.put_bytes(&k, body).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    keys
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_web_server_killed_mid_migration_recovers_by_itself() {
     let root = tempfile::tempdir().unwrap();
@@ -223,7 +191,7 @@ async fn a_web_server_killed_mid_migration_recovers_by_itself() {
     let vn = VNODES.to_string();
     let args = ["--replicas", "2", "--vnodes", vn.as_str()];
     let mut web = start_web(root.path(), http, admin_port, &addrs[..3], &args).await;
-    let keys = fill(&addrs[..3], 600, 512 * 1024).await;
+    let keys = fill(&addrs[..3], 600, 512 * 1024, VNODES).await;
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let admin = AdminClient::connect(&admin_addr, None).await.unwrap();
     assert_eq!(verify_clean(&admin).await as usize, keys.len());
@@ -319,7 +287,7 @@ async fn refused_changes_leave_the_cluster_as_it_was() {
     let admin = AdminClient::connect(&admin_addr, Some("s3cret".into()))
         .await
         .unwrap();
-    fill(&addrs[..2], 300, 256 * 1024).await;
+    fill(&addrs[..2], 300, 256 * 1024, VNODES).await;
     let before = admin.status().await.unwrap();
 
     let dead = format!("127.0.0.1:{}", free_port());

@@ -39,6 +39,9 @@ pub struct Placement {
     pub pending: Option<TokenRing>,
     /// Copies of every file.
     pub replicas: usize,
+    /// The epoch of the cluster state this placement comes from (0 when
+    /// built by hand).
+    pub epoch: u64,
 }
 
 impl Placement {
@@ -48,6 +51,7 @@ impl Placement {
             current: ring_of(&state.nodes, state.vnodes),
             pending: state.pending.as_ref().map(|p| ring_of(p, state.vnodes)),
             replicas: state.replicas.max(1) as usize,
+            epoch: state.epoch,
         }
     }
 
@@ -110,6 +114,7 @@ impl NetworkContentStore {
                 current: ring,
                 pending: None,
                 replicas,
+                epoch: 0,
             },
             NodeClientConfig::default(),
             Arc::new(HealthTracker::default()),
@@ -369,6 +374,7 @@ impl ContentStore for NetworkContentStore {
                 .map(|n| self.client(n))
                 .collect(),
             sha: meta.sha256,
+            idle: self.config.request_timeout,
         });
         let state = State {
             store: resume,
@@ -382,7 +388,16 @@ impl ContentStore for NetworkContentStore {
         let stream = futures::stream::unfold(Some(state), |st| async move {
             let mut st = st?;
             loop {
-                match st.stream.next().await {
+                // A node that stops sending mid-file (stalled, not closed)
+                // counts as failed after the request timeout.
+                let next = match tokio::time::timeout(st.store.idle, st.stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => Some(Err(Error::Unavailable {
+                        what: format!("file {}", st.key),
+                        reason: format!("no data for {:?}", st.store.idle),
+                    })),
+                };
+                match next {
                     Some(Ok(b)) => {
                         st.pos += b.len() as u64;
                         return Some((Ok(b), Some(st)));
@@ -518,6 +533,7 @@ struct NetworkResume {
     candidates: Vec<NodeAddr>,
     clients: Vec<NodeClient>,
     sha: super::Sha256Digest,
+    idle: std::time::Duration,
 }
 
 #[async_trait]

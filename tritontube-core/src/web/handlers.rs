@@ -353,10 +353,15 @@ pub async fn healthz(app: App) -> Reply_ {
         })
         .await
         .map_err(json_err)?;
-    Ok(warp::reply::json(
-        &serde_json::json!({ "status": "ok", "transcode_queue": app.ingest.queue_depth() }),
-    )
-    .into_response())
+    let mut body =
+        serde_json::json!({ "status": "ok", "transcode_queue": app.ingest.queue_depth() });
+    if let Some(n) = &app.network {
+        let p = n.placement();
+        body["ring_epoch"] = p.epoch.into();
+        body["ring_change_pending"] = p.pending.is_some().into();
+        body["nodes"] = crate::ring::HashRing::node_count(&p.current).into();
+    }
+    Ok(warp::reply::json(&body).into_response())
 }
 
 /// `GET /metrics`.
@@ -372,6 +377,11 @@ pub async fn metrics(app: App) -> Reply_ {
         "tritontube_transcode_queue_depth {}",
         app.ingest.queue_depth()
     );
+    if let Some(n) = &app.network {
+        extra.push_str("# HELP tritontube_ring_epoch Epoch of the ring this server routes by.\n");
+        extra.push_str("# TYPE tritontube_ring_epoch gauge\n");
+        let _ = writeln!(extra, "tritontube_ring_epoch {}", n.placement().epoch);
+    }
     if let Some(h) = &app.health {
         extra.push_str(
             "# HELP tritontube_node_up Storage node liveness (1 up, 0.5 suspect, 0 down).\n",

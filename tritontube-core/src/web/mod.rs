@@ -43,6 +43,9 @@ pub struct App {
     pub assets: Option<PathBuf>,
     /// Storage-node liveness, for `/metrics` (network content only).
     pub health: Option<Arc<HealthTracker>>,
+    /// The cluster's data plane, for the ring facts of `/healthz` and
+    /// `/metrics` (network content only).
+    pub network: Option<Arc<crate::store::NetworkContentStore>>,
 }
 
 /// Finds dash.js in an installed `node_modules` (from `npm ci`): under

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use tritontube_core::store::{ContentStoreExt, NetworkContentStore};
 pub use tritontube_core::testing::free_port;
+use tritontube_core::{ContentKey, NodeAddr};
 
 /// A child process killed on drop.
 pub struct Proc {
@@ -78,6 +81,20 @@ pub async fn start_web(
     nodes: &[String],
     extra: &[&str],
 ) -> Proc {
+    let db = root.join("metadata.db").display().to_string();
+    start_web_with(root, http, admin, nodes, extra, ("sqlite", &db)).await
+}
+
+/// The web server with the given metadata store (`("etcd", endpoints)`,
+/// say) and network content; its data directory is its own.
+pub async fn start_web_with(
+    root: &Path,
+    http: u16,
+    admin: u16,
+    nodes: &[String],
+    extra: &[&str],
+    metadata: (&str, &str),
+) -> Proc {
     let nw = std::iter::once(format!("127.0.0.1:{admin}"))
         .chain(nodes.iter().cloned())
         .collect::<Vec<_>>()
@@ -90,12 +107,11 @@ pub async fn start_web(
             &http.to_string(),
             "--data-dir",
         ])
-        .arg(root.join("web-data"))
+        .arg(root.join(format!("web-data-{http}")))
         .args(["--assets"])
         .arg(assets())
         .args(extra)
-        .arg("sqlite")
-        .arg(root.join("metadata.db"))
+        .args([metadata.0, metadata.1])
         .args(["nw", &nw])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -215,4 +231,37 @@ pub async fn files_of(http: &str, id: &str, v: &serde_json::Value) -> Vec<String
         }
     }
     files
+}
+
+/// Fills the cluster with `n` files of `size` bytes, placed as the web
+/// server places them
+/// (two replicas, `vnodes` virtual nodes).
+pub async fn fill(addrs: &[String], n: usize, size: usize, vnodes: u32) -> Vec<ContentKey> {
+    let nodes: Vec<NodeAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    let store = Arc::new(NetworkContentStore::with_nodes(&nodes, 2, vnodes).unwrap());
+    let keys: Vec<ContentKey> = (0..n)
+        .map(|i| {
+            ContentKey::from_parts(&format!("bulk{}", i / 50), &format!("chunk-0-{i:05}.m4s"))
+                .unwrap()
+        })
+        .collect();
+    let tasks: Vec<_> = keys
+        .chunks(n.div_ceil(8))
+        .map(|ks| {
+            let (store, ks) = (store.clone(), ks.to_vec());
+            tokio::spawn(async move {
+                for k in ks {
+                    let body: bytes::Bytes = (0..size)
+                        .map(|j| (j as u8) ^ (k.as_str().len() as u8))
+                        .collect::<Vec<u8>>()
+                        .into();
+                    store.put_bytes(&k, body).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    keys
 }
