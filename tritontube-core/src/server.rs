@@ -51,6 +51,8 @@ pub struct WebOptions {
     pub health: HealthConfig,
     /// Hand-back and automatic re-replication (network content).
     pub heal: HealConfig,
+    /// The in-memory cache of small content files.
+    pub cache: web::cache::CacheConfig,
 }
 
 /// Runs the web server (and, with network content, the admin service) until
@@ -199,6 +201,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         assets: opts.assets.clone().or_else(|| web::find_assets(None)),
         health,
         network: cluster,
+        cache: Arc::new(web::cache::ContentCache::new(opts.cache.clone())),
     };
     let addr = format!("{}:{}", opts.host, opts.port);
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -37,6 +37,7 @@ fn site(max_upload: u64) -> Site {
         assets: tritontube_core::web::find_assets(Some(Path::new(env!("CARGO_MANIFEST_DIR")))),
         health: None,
         network: None,
+        cache: Default::default(),
     };
     Site { app, _dir: dir }
 }
@@ -276,6 +277,13 @@ async fn upload_transcode_and_serve() {
     );
     assert!(metrics.contains("tritontube_bytes_served_total"));
     assert!(metrics.contains("tritontube_transcode_queue_depth 0"));
+    // Files fetched more than once came from memory the second time.
+    let hits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tritontube_content_cache_hits_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("cache hits in /metrics");
+    assert!(hits > 0.0, "{metrics}");
 
     // Delete removes files, then the record.
     let r = warp::test::request()

@@ -16,6 +16,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tritontube_core::cluster::{HealConfig, HealthConfig};
 use tritontube_core::server::{WebOptions, run};
+use tritontube_core::web::cache::CacheConfig;
 
 /// The TritonTube web server.
 #[derive(Parser)]
@@ -64,6 +65,10 @@ struct Args {
     /// down are still handed back when it returns).
     #[arg(long)]
     no_rereplicate: bool,
+    /// MiB of small content files (segments, posters, manifests) kept in
+    /// memory; 0 turns the cache off.
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
     /// METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, e.g.
     /// `sqlite ./metadata.db nw "localhost:8081,localhost:8090"`.
     #[arg(num_args = 0..=4, value_names = ["METADATA_KIND", "METADATA_OPTION", "CONTENT_KIND", "CONTENT_OPTION"])]
@@ -122,6 +127,10 @@ async fn main() -> ExitCode {
             interval,
             timeout,
             ..HealthConfig::default()
+        },
+        cache: CacheConfig {
+            capacity_bytes: args.cache_mb * 1024 * 1024,
+            ..CacheConfig::default()
         },
         heal: HealConfig {
             rereplicate_after: (!args.no_rereplicate).then_some(after),

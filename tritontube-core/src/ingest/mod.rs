@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
@@ -275,8 +275,11 @@ impl Ingest {
             .await
             .map_err(|e| Error::io(&out, e))?;
         let ladder = ladder::ladder(job.probe.width, job.probe.height);
-        self.run_ffmpeg(job, &out, &ladder).await?;
-        poster(&job.source, &out, job.probe.duration_secs).await?;
+        // The poster is made while the ladder transcodes.
+        tokio::try_join!(
+            self.run_ffmpeg(job, &out, &ladder),
+            poster(&job.source, &out, job.probe.duration_secs),
+        )?;
         // Store every file; the manifest last, so that a reader who sees a
         // manifest finds every segment it names.
         let mut names = Vec::new();
@@ -300,12 +303,31 @@ impl Ingest {
             total_bytes: 0,
             file_count: 0,
         };
+        let mut keys = Vec::new();
         for name in names {
             let file = FileName::new(name.clone()).map_err(|e| {
                 Error::backend("ffmpeg", format!("produced an unexpected file {name:?}"), e)
             })?;
-            let key = ContentKey::new(job.id.clone(), file);
-            let path = out.join(&name);
+            keys.push((ContentKey::new(job.id.clone(), file), out.join(&name)));
+        }
+        let manifest = keys.pop();
+        // Several files in flight at once; the manifest after all of them.
+        let stored: Vec<u64> = futures::stream::iter(keys)
+            .map(|(key, path)| async move {
+                let meta = self
+                    .content
+                    .put(&key, file_stream(&path).await?, PutOptions::default())
+                    .await?;
+                Ok::<u64, Error>(meta.size)
+            })
+            .buffer_unordered(STORE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for size in stored {
+            facts.total_bytes += size;
+            facts.file_count += 1;
+        }
+        if let Some((key, path)) = manifest {
             let meta = self
                 .content
                 .put(&key, file_stream(&path).await?, PutOptions::default())
@@ -381,6 +403,9 @@ impl Ingest {
         Ok(())
     }
 }
+
+/// Files stored at once after transcoding.
+const STORE_CONCURRENCY: usize = 8;
 
 /// Grabs a poster frame (`poster.jpg`, 360 px high) from the first second.
 async fn poster(source: &Path, out: &Path, duration: f64) -> Result<()> {

@@ -15,7 +15,7 @@ use super::{App, pages};
 use crate::error::Error;
 use crate::id::{ContentKey, VideoId};
 use crate::metadata::PageRequest;
-use crate::store::GetOptions;
+use crate::store::{GetOptions, ObjectMeta};
 
 type Reply_ = Result<warp::reply::Response, Rejection>;
 
@@ -189,7 +189,16 @@ pub async fn content(
         )));
     }
     let key = ContentKey::from_parts(v, f).map_err(html_err)?;
-    let meta = app.content.head(&key).await.map_err(html_err)?;
+    // From memory if checked recently; otherwise ask the store (and check
+    // what memory holds against its answer).
+    let (meta, cached) = match app.cache.fresh(&key) {
+        Some((meta, body)) => (meta, Some(body)),
+        None => {
+            let meta = app.content.head(&key).await.map_err(html_err)?;
+            let cached = app.cache.revalidate(&meta);
+            (meta, cached)
+        }
+    };
     let etag = format!("\"{}\"", meta.sha256.to_hex());
     let cache = if key.file().as_str().ends_with(".mpd") {
         "public, max-age=10"
@@ -243,6 +252,16 @@ pub async fn content(
     if method == Method::HEAD {
         return respond(b, warp::reply().into_response());
     }
+    let whole = match cached {
+        Some(body) => Some(body),
+        None if app.cache.admits(meta.size) => Some(fetch_whole(&app, &meta).await?),
+        None => None,
+    };
+    if let Some(body) = whole {
+        let part = body.slice(span.start as usize..span.end as usize);
+        app.metrics.add_bytes_served(part.len() as u64);
+        return respond(b, warp::reply::Response::new(part.into()));
+    }
     let got = app
         .content
         .get(
@@ -273,6 +292,35 @@ pub async fn content(
         b,
         warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response(),
     )
+}
+
+/// Reads all of a small file, checks it against `meta` and keeps it in the
+/// cache.
+async fn fetch_whole(app: &App, meta: &ObjectMeta) -> std::result::Result<Bytes, Rejection> {
+    let got = app
+        .content
+        .get(&meta.key, GetOptions::default())
+        .await
+        .map_err(html_err)?;
+    let mut buf = bytes::BytesMut::with_capacity(meta.size as usize);
+    let mut stream = got.stream;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    while let Some(c) = stream.next().await {
+        let c = c.map_err(html_err)?;
+        sha2::Digest::update(&mut hasher, &c);
+        buf.extend_from_slice(&c);
+    }
+    let sha = crate::store::Sha256Digest(sha2::Digest::finalize(hasher).into());
+    if buf.len() as u64 != got.meta.size || sha != got.meta.sha256 {
+        return Err(html_err(Error::ChecksumMismatch {
+            key: meta.key.to_string(),
+            expected: got.meta.sha256.to_hex(),
+            actual: sha.to_hex(),
+        }));
+    }
+    let body = buf.freeze();
+    app.cache.insert(got.meta, body.clone());
+    Ok(body)
 }
 
 /// `body` with the status and headers of `b`.
@@ -339,6 +387,7 @@ pub async fn api_delete(id: String, app: App) -> Reply_ {
             Err(e) => return Err(json_err(e)),
         }
     }
+    app.cache.remove_video(&id);
     app.meta.delete_video(&id).await.map_err(json_err)?;
     tracing::info!(video = %id, files = files.len(), "video deleted");
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
@@ -377,6 +426,31 @@ pub async fn metrics(app: App) -> Reply_ {
         "tritontube_transcode_queue_depth {}",
         app.ingest.queue_depth()
     );
+    for (name, help, kind, value) in [
+        (
+            "tritontube_content_cache_hits_total",
+            "Content requests served from memory.",
+            "counter",
+            app.cache.hits(),
+        ),
+        (
+            "tritontube_content_cache_misses_total",
+            "Content requests that fetched the file from the store.",
+            "counter",
+            app.cache.misses(),
+        ),
+        (
+            "tritontube_content_cache_bytes",
+            "Bytes of content held in memory.",
+            "gauge",
+            app.cache.bytes(),
+        ),
+    ] {
+        let _ = writeln!(
+            extra,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
     if let Some(n) = &app.network {
         extra.push_str("# HELP tritontube_ring_epoch Epoch of the ring this server routes by.\n");
         extra.push_str("# TYPE tritontube_ring_epoch gauge\n");

@@ -13,6 +13,7 @@
 //! | `GET /api/videos`, `GET /api/videos/<id>`, `DELETE /api/videos/<id>` | JSON API |
 //! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
 
+pub mod cache;
 pub mod filters;
 pub mod handlers;
 pub mod metrics;
@@ -46,6 +47,8 @@ pub struct App {
     /// The cluster's data plane, for the ring facts of `/healthz` and
     /// `/metrics` (network content only).
     pub network: Option<Arc<crate::store::NetworkContentStore>>,
+    /// Small content files kept in memory.
+    pub cache: Arc<cache::ContentCache>,
 }
 
 /// Finds dash.js in an installed `node_modules` (from `npm ci`): under
