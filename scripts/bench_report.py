@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Renders BENCHMARKS.md from the figures scripts/bench.sh recorded.
+
+Usage: bench_report.py target/bench/results.txt > BENCHMARKS.md
+Each line of the input is `name value`, the value a number, a quoted string
+or a JSON object.
+"""
+import datetime
+import json
+import sys
+
+
+def load(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            name, _, value = line.partition(" ")
+            try:
+                out[name] = json.loads(value)
+            except json.JSONDecodeError:
+                out[name] = value
+    return out
+
+
+def num(r, name, field=None):
+    v = r.get(name)
+    if field is not None:
+        v = v.get(field) if isinstance(v, dict) else None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "n/a"
+    if abs(v) >= 100:
+        s = f"{v:,.0f}"
+    elif abs(v) >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+    return f"{s} {unit}".strip()
+
+
+def main():
+    r = load(sys.argv[1])
+    rows = []
+
+    def row(area, what, ours, ref, value, op, limit, note=""):
+        if value is None:
+            met = "not measured"
+        else:
+            ok = value <= limit if op == "<=" else value >= limit
+            met = "met" if ok else "**not met**"
+        shown = "n/a" if value is None else f"{value:.3g}"
+        rows.append(f"| {area} | {what} | {ours} | {ref} | {shown} {op} {limit} | {met} | {note} |")
+
+    sha = num(r, "ring.lookup/sha256_only")
+    o100 = num(r, "ring.lookup/owner_100_nodes")
+    peer = num(r, "ring.lookup/hashring_get_100_nodes")
+    pref = num(r, "ring.lookup/preference3_100_nodes")
+    add = num(r, "ring.change_100_nodes/add_node")
+    rem = num(r, "ring.change_100_nodes/remove_node")
+    div = lambda a, b: a / b if a is not None and b else None
+    row("ring", "lookup, 100 nodes vs SHA-256 of the key alone", fmt(o100, "ns"), fmt(sha, "ns"), div(o100, sha), "<=", 1.25)
+    row("ring", "lookup, 100 nodes vs `hashring` get", fmt(o100, "ns"), fmt(peer, "ns"), div(o100, peer), "<=", 0.85)
+    row("ring", "preference list of 3 vs one lookup (no allocation)", fmt(pref, "ns"), fmt(o100, "ns"), div(pref, o100), "<=", 1.5)
+    row("ring", "add one node to a 100-node ring (ms)", fmt(add and add / 1e6, "ms"), "1 ms", add and add / 1e6, "<=", 1.0)
+    rows.append(f"| ring | remove one node from a 100-node ring | {fmt(rem and rem / 1e6, 'ms')} | | | | |")
+    for n in (10, 100):
+        s = r.get(f"ring_stats.{n}", {})
+        row("ring", f"max/mean keys per node, {n} nodes", fmt(s.get("max_over_mean_keys")), "1.0", s.get("max_over_mean_keys"), "<=", 1.05,
+            f"hash-space share max/mean {s.get('max_over_mean_share')}; {s.get('keys')} keys")
+        row("ring", f"keys moved on adding a node, {n} nodes, vs the optimum 1/(N+1)", fmt(s.get("moved_fraction")), fmt(s.get("optimum")),
+            s.get("moved_over_optimum"), "<=", 1.10)
+        row("ring", f"keys moved between old nodes, {n} nodes", fmt(s.get("moved_between_old_nodes")), "0", s.get("moved_between_old_nodes"), "<=", 0)
+
+    st = r.get("store", {})
+    row("storage", "streamed get of 4 MiB: node client vs local store (MiB/s)", fmt(st.get("get_4mib_node_mib_s"), "MiB/s"),
+        fmt(st.get("get_4mib_local_mib_s"), "MiB/s"), st.get("ratio"), ">=", 0.5,
+        f"plain loopback TCP moves {fmt(st.get('raw_tcp_loopback_mib_s'), 'MiB/s')} here: the ceiling of any protocol between two processes")
+    row("storage", "node peak RSS during a 1 GiB put", fmt(st.get("node_peak_rss_mib"), "MiB"), "64 MiB", st.get("node_peak_rss_mib"), "<=", 64,
+        f"put took {st.get('put_1gib_secs')} s")
+    md = r.get("metadata", {})
+    rows.append(f"| metadata | create + get round trips per second | SQLite {fmt(md.get('sqlite_create_get_per_s'), '/s')} | etcd {fmt(md.get('etcd_create_get_per_s'), '/s')} | | | listing 10,000 videos in pages of 100: SQLite {md.get('sqlite_list_10k_s')} s, etcd {md.get('etcd_list_10k_s')} s |")
+
+    ours, alone = num(r, "ingest.ours_s"), num(r, "ingest.ffmpeg_s")
+    row("ingest", f"upload-to-ready vs ffmpeg alone, {fmt(num(r, 'ingest.clip_s'))} s 720p clip", fmt(ours, "s"), fmt(alone, "s"), div(ours, alone), "<=", 1.10)
+    up = num(r, "memory.web_upload_rss_mib")
+    row("memory", f"web peak RSS while receiving a {r.get('memory.upload_size')} upload", fmt(up, "MiB"), "150 MiB", up, "<=", 150)
+    rows.append(f"| memory | peak RSS after serving and migration | web {fmt(num(r, 'memory.web_peak_rss_mib'), 'MiB')} | node {fmt(num(r, 'memory.node_peak_rss_mib'), 'MiB')} | | | |")
+    for f, label in (("seg64k", "64 KiB"), ("seg1m", "1 MiB")):
+        web, nc, ng = (num(r, f"serving.{f}.{s}.rps") for s in ("web", "nocache", "nginx"))
+        lat = lambda s: f"p50 {fmt(num(r, f'serving.{f}.{s}.p50_ms'), 'ms')}, p99 {fmt(num(r, f'serving.{f}.{s}.p99_ms'), 'ms')}"
+        row("serving", f"{label} segment GETs/s, 64 connections: web (3 nodes) vs nginx from disk", fmt(web, "/s"), fmt(ng, "/s"), div(web, ng), ">=", 0.5,
+            f"web {lat('web')}; nginx {lat('nginx')}")
+        rows.append(f"| serving | {label}, web server with its cache off (every GET reaches a node) | {fmt(nc, '/s')} | {fmt(ng, '/s')} | {fmt(div(nc, ng))} | | {lat('nocache')} |")
+    mig, cp = num(r, "migration.mib_s"), num(r, "migration.cp_mib_s")
+    row("migration", f"adding a node to a cluster holding {fmt(num(r, 'migration.held_mib'), 'MiB')}: throughput vs `cp -r`", fmt(mig, "MiB/s"), fmt(cp, "MiB/s"),
+        div(mig, cp), ">=", 0.5, f"{fmt(num(r, 'migration.moved_mib'), 'MiB')} in {int(num(r, 'migration.files') or 0)} files moved in {fmt(num(r, 'migration.secs'), 's')}, each checksummed and fsynced")
+    idle, during = num(r, "migration.p99_idle_ms"), num(r, "migration.p99_during_ms")
+    row("migration", "read p99 during the migration vs idle", fmt(during, "ms"), fmt(idle, "ms"), div(during, idle), "<=", 3)
+
+    mode = r.get("mode", "full")
+    print("# Benchmarks\n")
+    print(f"Written by `scripts/bench.sh{' --quick' if mode == 'quick' else ''}` on {datetime.date.today().isoformat()} "
+          f"({mode} mode). Every figure is set beside its reference measured in the same run; ratios, not "
+          "absolute times, are what carries over to another machine. Raw output: `target/bench/`.\n")
+    print("Machine: " + ", ".join(f"{k.split('.', 1)[1]} {r[k]}" for k in sorted(r) if k.startswith("machine.")) + ".\n")
+    print("| area | what | ours | reference | ratio or figure vs target | | notes |")
+    print("|---|---|---|---|---|---|---|")
+    for line in rows:
+        print(line)
+    print("""
+## How to reproduce
+
+```sh
+scripts/bench.sh            # everything, about 15 minutes; writes this file
+scripts/bench.sh --quick    # shorter runs, under five minutes
+cargo bench --bench ring    # the ring alone (criterion, HTML report in target/criterion/)
+```
+
+The ring figures are criterion medians. Serving figures come from `wrk -t2 -c64`
+against one file per size; the web server's cache keeps such a file in memory after
+the first GET, so the "cache off" rows show what a GET costs when it has to reach a
+storage node. The machine is small (2 cores shared by the load generator, the web
+server, the nodes and nginx): compare ratios within one run.
+""")
+
+
+if __name__ == "__main__":
+    main()
