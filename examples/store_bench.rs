@@ -5,7 +5,7 @@
 //!   process) vs reading the same file from the local store directly;
 //! - put of a 1 GiB file through the node client: the node's peak RSS.
 //!
-//! `cargo build --release --bins --examples && target/release/examples/store_bench [--json]`
+//! `cargo build --release --bins --examples && target/release/examples/store_bench [--json] [--rounds N]`
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,7 +73,15 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let json = std::env::args().any(|a| a == "--json");
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().any(|a| a == "--json");
+    // `--rounds N`: more get rounds (for profiling the node).
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(30);
     let dir = tempfile::tempdir().unwrap();
     let node_bin = std::env::current_exe()
         .unwrap()
@@ -112,7 +120,7 @@ async fn main() {
         .into();
     client.put_bytes(&key, data).await.unwrap();
     let (mut via_node, mut via_local) = (Vec::new(), Vec::new());
-    for _ in 0..30 {
+    for _ in 0..rounds {
         let t = Instant::now();
         assert_eq!(drain(&client, &key).await, 4 << 20);
         via_node.push(4.0 / t.elapsed().as_secs_f64());
@@ -155,7 +163,7 @@ async fn main() {
             rss_before as f64 / 1024.0
         );
     } else {
-        println!("streamed get of 4 MiB (median of 30):");
+        println!("streamed get of 4 MiB (median of {rounds}):");
         println!("  through the node client: {n:8.1} MiB/s");
         println!("  local store directly:    {l:8.1} MiB/s");
         println!("  ratio: {:.3} (target >= 0.5)", n / l);

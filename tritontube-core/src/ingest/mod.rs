@@ -276,10 +276,12 @@ impl Ingest {
             .map_err(|e| Error::io(&out, e))?;
         let ladder = ladder::ladder(job.probe.width, job.probe.height);
         // The poster is made while the ladder transcodes.
+        let started = Instant::now();
         tokio::try_join!(
             self.run_ffmpeg(job, &out, &ladder),
             poster(&job.source, &out, job.probe.duration_secs),
         )?;
+        let transcoded = started.elapsed();
         // Store every file; the manifest last, so that a reader who sees a
         // manifest finds every segment it names.
         let mut names = Vec::new();
@@ -335,6 +337,12 @@ impl Ingest {
             facts.total_bytes += meta.size;
             facts.file_count += 1;
         }
+        tracing::info!(
+            video = %job.id,
+            transcode_secs = transcoded.as_secs_f64(),
+            store_secs = (started.elapsed() - transcoded).as_secs_f64(),
+            "transcoded and stored"
+        );
         Ok(facts)
     }
 
