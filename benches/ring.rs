@@ -57,11 +57,12 @@ fn lookups(c: &mut Criterion) {
             // The peer: hashring's ring with the same number of points per
             // node, as it is used (its default hasher, SipHash).
             let mut peer: hashring::HashRing<String> = hashring::HashRing::new();
-            for name in names(n) {
-                for v in 0..DEFAULT_VNODES {
-                    peer.add(format!("{name}#{v}"));
-                }
-            }
+            peer.batch_add(
+                names(n)
+                    .iter()
+                    .flat_map(|name| (0..DEFAULT_VNODES).map(move |v| format!("{name}#{v}")))
+                    .collect(),
+            );
             g.bench_function("hashring_get_100_nodes", |b| {
                 b.iter(|| {
                     i = (i + 1) & 4095;
