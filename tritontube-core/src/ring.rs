@@ -155,9 +155,11 @@ impl TokenRing {
                 addr: addr.to_string(),
                 weight,
             }));
-            for i in 0..token_count(inner.vnodes, weight) {
-                pairs.push((vnode_token(addr, i), slot));
-            }
+            pairs.extend(
+                node_tokens(addr, token_count(inner.vnodes, weight))
+                    .into_iter()
+                    .map(|t| (t, slot)),
+            );
         }
         let members = &inner.members;
         let addr = |s: u32| {
@@ -167,8 +169,13 @@ impl TokenRing {
                 .unwrap_or("")
         };
         pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(addr(b.1))));
-        inner.tokens = pairs.iter().map(|p| p.0).collect();
-        inner.owners = pairs.iter().map(|p| p.1).collect();
+        // Room for a couple more nodes, so that adding one later merges in
+        // place instead of copying the whole ring to a larger allocation.
+        let room = pairs.len() + headroom(inner.vnodes);
+        inner.tokens = Vec::with_capacity(room);
+        inner.owners = Vec::with_capacity(room);
+        inner.tokens.extend(pairs.iter().map(|p| p.0));
+        inner.owners.extend(pairs.iter().map(|p| p.1));
         inner.rebuild_index();
         Ok(ring)
     }
@@ -202,7 +209,7 @@ impl TokenRing {
     }
 
     /// Adds a node with the given weight. Only its own tokens are computed;
-    /// they are merged into the existing sorted tokens.
+    /// they are merged into the existing sorted tokens in place.
     pub fn add_node(&mut self, addr: &str, weight: f64) -> Result<()> {
         if self.contains(addr) {
             return Err(Error::NodeExists { node: addr.into() });
@@ -220,79 +227,84 @@ impl TokenRing {
             addr: addr.to_string(),
             weight,
         });
-        let mut new: Vec<u64> = Vec::with_capacity(token_count(inner.vnodes, weight) as usize);
-        let mut name = String::with_capacity(addr.len() + 11);
-        for i in 0..token_count(inner.vnodes, weight) {
-            if i == 0 {
-                new.push(key_hash(addr));
-            } else {
-                use std::fmt::Write;
-                name.clear();
-                let _ = write!(name, "{addr}#{i}");
-                new.push(key_hash(&name));
-            }
-        }
+        let mut new = node_tokens(addr, token_count(inner.vnodes, weight));
         new.sort_unstable();
-        // Count, per index bucket, how many new tokens fall below it, to
-        // shift the index instead of rebuilding it.
+        let (old_len, m) = (inner.tokens.len(), new.len());
+        let headroom = m + headroom(inner.vnodes);
+        inner.tokens.reserve(headroom);
+        inner.owners.reserve(headroom);
+        inner.tokens.resize(old_len + m, 0);
+        inner.owners.resize(old_len + m, 0);
+        // Merge from the back: each new token finds its place through the
+        // (old) index, and the old tokens after it move up in one block.
+        let mut i = old_len;
+        for j in (0..m).rev() {
+            let t = new[j];
+            let b = (t >> (64 - INDEX_BITS)) as usize;
+            let lo = (inner.index[b] as usize).min(i);
+            let hi = (inner.index[b + 1] as usize).min(i);
+            let mut p = lo + inner.tokens[lo..hi].partition_point(|x| *x < t);
+            // Equal tokens: the smaller address first.
+            while p < i && inner.tokens[p] == t && inner.addr(inner.owners[p]) < addr {
+                p += 1;
+            }
+            inner.tokens.copy_within(p..i, p + j + 1);
+            inner.owners.copy_within(p..i, p + j + 1);
+            inner.tokens[p + j] = t;
+            inner.owners[p + j] = slot;
+            i = p;
+        }
+        // Shift the index by the number of new tokens below each bucket.
         let buckets = 1usize << INDEX_BITS;
         let mut below = 0u32;
         let mut j = 0usize;
-        for b in 0..=buckets {
-            let floor = if b == buckets {
-                u64::MAX
-            } else {
-                (b as u64) << (64 - INDEX_BITS)
-            };
-            while j < new.len() && (new[j] < floor || (b == buckets)) {
+        for (b, entry) in inner.index.iter_mut().enumerate().take(buckets) {
+            let floor = (b as u64) << (64 - INDEX_BITS);
+            while j < m && new[j] < floor {
                 j += 1;
                 below += 1;
             }
-            inner.index[b] += below;
+            *entry += below;
         }
-        // Merge in place, from the back: no second copy of the ring.
-        let old_len = inner.tokens.len();
-        inner.tokens.resize(old_len + new.len(), 0);
-        inner.owners.resize(old_len + new.len(), 0);
-        let (mut i, mut j, mut w) = (old_len, new.len(), old_len + new.len());
-        while j > 0 {
-            let take_old = i > 0 && {
-                let (t_old, t_new) = (inner.tokens[i - 1], new[j - 1]);
-                // From the back, the larger goes last; on equal tokens the
-                // smaller address goes first, so the larger address last.
-                t_old > t_new || (t_old == t_new && inner.addr(inner.owners[i - 1]) > addr)
-            };
-            w -= 1;
-            if take_old {
-                inner.tokens[w] = inner.tokens[i - 1];
-                inner.owners[w] = inner.owners[i - 1];
-                i -= 1;
-            } else {
-                inner.tokens[w] = new[j - 1];
-                inner.owners[w] = slot;
-                j -= 1;
-            }
-        }
+        inner.index[buckets] = inner.tokens.len() as u32;
         Ok(())
     }
 
-    /// Removes a node: its tokens are filtered out, nothing is re-hashed.
+    /// Removes a node: its tokens are filtered out in place, nothing is
+    /// re-hashed.
     pub fn remove_node(&mut self, addr: &str) -> Result<()> {
         let Some(slot) = self.inner.slot_of(addr) else {
             return Err(Error::UnknownNode { node: addr.into() });
         };
         let inner = std::sync::Arc::make_mut(&mut self.inner);
         inner.members[slot as usize] = None;
-        let (tokens, owners): (Vec<u64>, Vec<u32>) = inner
-            .tokens
-            .iter()
-            .zip(&inner.owners)
-            .filter(|(_, o)| **o != slot)
-            .map(|(t, o)| (*t, *o))
-            .unzip();
-        inner.tokens = tokens;
-        inner.owners = owners;
-        inner.rebuild_index();
+        let mut removed: Vec<u64> = Vec::new();
+        let mut w = 0;
+        for r in 0..inner.tokens.len() {
+            let (t, o) = (inner.tokens[r], inner.owners[r]);
+            if o == slot {
+                removed.push(t);
+            } else {
+                inner.tokens[w] = t;
+                inner.owners[w] = o;
+                w += 1;
+            }
+        }
+        inner.tokens.truncate(w);
+        inner.owners.truncate(w);
+        // Shift the index down by the removed tokens below each bucket.
+        let buckets = 1usize << INDEX_BITS;
+        let mut below = 0u32;
+        let mut j = 0usize;
+        for (b, entry) in inner.index.iter_mut().enumerate().take(buckets) {
+            let floor = (b as u64) << (64 - INDEX_BITS);
+            while j < removed.len() && removed[j] < floor {
+                j += 1;
+                below += 1;
+            }
+            *entry -= below;
+        }
+        inner.index[buckets] = w as u32;
         Ok(())
     }
 
@@ -372,6 +384,42 @@ fn check_weight(weight: f64) -> Result<()> {
             "must be a positive number",
         ))
     }
+}
+
+/// Spare token slots kept in the ring's arrays: room for two more nodes.
+fn headroom(vnodes: u32) -> usize {
+    2 * vnodes as usize
+}
+
+/// The `count` tokens of `addr` (`h(addr)`, then `h(addr#i)`), hashed from
+/// one reused buffer without formatting.
+fn node_tokens(addr: &str, count: u32) -> Vec<u64> {
+    let mut out = Vec::with_capacity(count as usize);
+    let mut buf = Vec::with_capacity(addr.len() + 11);
+    buf.extend_from_slice(addr.as_bytes());
+    buf.push(b'#');
+    let prefix = buf.len();
+    for i in 0..count {
+        if i == 0 {
+            out.push(key_hash(addr));
+            continue;
+        }
+        buf.truncate(prefix);
+        let mut digits = [0u8; 10];
+        let mut n = i;
+        let mut k = digits.len();
+        while n > 0 {
+            k -= 1;
+            digits[k] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        buf.extend_from_slice(&digits[k..]);
+        let digest = Sha256::digest(&buf);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        out.push(u64::from_be_bytes(first));
+    }
+    out
 }
 
 fn token_count(vnodes: u32, weight: f64) -> u32 {
@@ -644,6 +692,46 @@ mod tests {
         assert_eq!(abc.owner("video-0/segment.m4s").unwrap(), "node-a:9001");
         assert_eq!(abc.owner("video-1/segment.m4s").unwrap(), "node-c:9003");
         assert_eq!(abc.owner("video-9/segment.m4s").unwrap(), "node-b:9002");
+    }
+
+    /// Tokens (with owner addresses) and index, to compare rings built
+    /// different ways.
+    fn internals(r: &TokenRing) -> (Vec<(u64, String)>, Vec<u32>) {
+        let i = &r.inner;
+        (
+            i.tokens
+                .iter()
+                .zip(&i.owners)
+                .map(|(t, o)| (*t, i.addr(*o).to_string()))
+                .collect(),
+            i.index.clone(),
+        )
+    }
+
+    #[test]
+    fn incremental_changes_equal_a_fresh_build() {
+        let names: Vec<String> = (0..12).map(|i| format!("10.1.0.{i}:8090")).collect();
+        let mut r = TokenRing::new(300);
+        for n in &names {
+            r.add_node(n, 1.0).unwrap();
+        }
+        for gone in [3, 7, 0] {
+            r.remove_node(&names[gone]).unwrap();
+        }
+        r.add_node("10.9.9.9:8090", 2.0).unwrap();
+        let mut left: Vec<(&str, f64)> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ![3, 7, 0].contains(i))
+            .map(|(_, n)| (n.as_str(), 1.0))
+            .collect();
+        left.push(("10.9.9.9:8090", 2.0));
+        let fresh = TokenRing::with_nodes(300, left).unwrap();
+        assert_eq!(internals(&r), internals(&fresh));
+        for k in 0..2000 {
+            let key = format!("v{k}/chunk-0-{k:05}.m4s");
+            assert_eq!(r.owner(&key).unwrap(), fresh.owner(&key).unwrap());
+        }
     }
 
     #[test]

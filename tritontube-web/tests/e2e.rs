@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,11 @@ struct Browser {
 impl Browser {
     async fn start(profile: &std::path::Path) -> Browser {
         let port = free_port();
+        // Its own process group, so that dropping it also stops the
+        // browser it started.
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -99,8 +103,21 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Ends the session: chromedriver closes the browser.
+    async fn quit(&self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send()
+            .await;
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.child.id());
+        let _ = Command::new("kill").args(["-9", "--", &group]).status();
         self.driver.kill9();
     }
 }
@@ -206,4 +223,5 @@ async fn upload_then_play_in_chromium() {
         json!(["silent.mp4", "with-audio.mp4"]),
         "newest first"
     );
+    browser.quit().await;
 }
