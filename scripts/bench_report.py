@@ -57,7 +57,7 @@ def main():
         else:
             ok = value <= limit if op == "<=" else value >= limit
             met = "met" if ok else "**not met**"
-        shown = "n/a" if value is None else f"{value:.3g}"
+        shown = "n/a" if value is None else (f"{value:.3f}" if abs(value) < 10 else f"{value:.3g}")
         rows.append(f"| {area} | {what} | {ours} | {ref} | {shown} {op} {limit} | {met} | {note} |")
 
     sha = num(r, "ring.lookup/sha256_only")
@@ -133,5 +133,15 @@ server, the nodes and nginx): compare ratios within one run.
 """)
 
 
+def notes():
+    """The hand-written explanation of unmet targets, if present."""
+    import os
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmark-limits.md")
+    if os.path.exists(path):
+        with open(path) as f:
+            print(f.read())
+
+
 if __name__ == "__main__":
     main()
+    notes()
