@@ -312,3 +312,76 @@ async fn a_node_killed_mid_read_does_not_fail_the_read() {
     // New reads succeed from the replica too.
     assert_eq!(store.get_bytes(&key).await.unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_from_moves_a_file_node_to_node_and_refuses_bad_copies() {
+    use tritontube_core::store::{NodeClient, PutOptions, Sha256Digest};
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_node(&dir.path().join("a")).await;
+    let b = start_node(&dir.path().join("b")).await;
+    let (ca, cb) = (
+        NodeClient::new(a.addr.clone(), Default::default()),
+        NodeClient::new(b.addr.clone(), Default::default()),
+    );
+    let key = "movie/chunk-0-00001.m4s".parse().unwrap();
+    let body: bytes::Bytes = (0..3_000_000u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let meta = ca.put_bytes(&key, body.clone()).await.unwrap();
+    let on_b = dir.path().join("b/movie/chunk-0-00001.m4s");
+
+    // A wrong checksum or size: refused, nothing kept.
+    let wrong = PutOptions {
+        expected_sha256: Some(Sha256Digest([0; 32])),
+        expected_size: None,
+    };
+    let e = cb.copy_from(&key, &a.addr, wrong).await.unwrap_err();
+    assert!(
+        matches!(e, tritontube_core::Error::ChecksumMismatch { .. }),
+        "{e}"
+    );
+    let short = PutOptions {
+        expected_sha256: None,
+        expected_size: Some(meta.size - 1),
+    };
+    assert!(cb.copy_from(&key, &a.addr, short).await.is_err());
+    assert!(!on_b.exists(), "no partial file after a refused copy");
+
+    // A missing file, a source that does not answer, a malformed source.
+    let missing = "movie/nothing.m4s".parse().unwrap();
+    let e = cb
+        .copy_from(&missing, &a.addr, PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    let dead: NodeAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    assert!(
+        cb.copy_from(&key, &dead, PutOptions::default())
+            .await
+            .is_err()
+    );
+    let mut raw_b = raw(&b.addr).await;
+    let s = raw_b
+        .copy_from(pb::CopyFromRequest {
+            key: Some(pb::FileKey {
+                video_id: "movie".into(),
+                filename: "chunk-0-00001.m4s".into(),
+            }),
+            source: "not an address/..".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(!on_b.exists());
+
+    // The real copy: same bytes, same checksum.
+    let opts = PutOptions {
+        expected_sha256: Some(meta.sha256),
+        expected_size: Some(meta.size),
+    };
+    let copied = cb.copy_from(&key, &a.addr, opts).await.unwrap();
+    assert_eq!(copied.sha256, meta.sha256);
+    assert_eq!(std::fs::read(&on_b).unwrap(), body);
+}

@@ -39,7 +39,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::id::NodeAddr;
+use crate::id::{ContentKey, NodeAddr};
 use crate::metadata::{AdminLease, ClusterState, MetadataStore, NodeEntry, Versioned};
 use crate::ring::TokenRing;
 use crate::store::{ContentStore, GetOptions, PutOptions};
@@ -66,6 +66,18 @@ pub trait Nodes: Debug + Send + Sync + 'static {
     /// Routes reads and writes by `state` from now on (its `pending` list
     /// included).
     fn apply(&self, state: &ClusterState);
+    /// Copies `key` from the node at `from` to the node at `to`, checked
+    /// against `opts`. By default the bytes pass through this process.
+    async fn copy(
+        &self,
+        key: &ContentKey,
+        from: &NodeAddr,
+        to: &NodeAddr,
+        opts: PutOptions,
+    ) -> Result<()> {
+        let got = self.node(from).get(key, GetOptions::default()).await?;
+        self.node(to).put(key, got.stream, opts).await.map(|_| ())
+    }
 }
 
 /// The phase of a ring change.
@@ -629,27 +641,14 @@ impl ClusterManager {
     }
 
     async fn copy_one(&self, task: &CopyTask) -> Result<()> {
-        let target = self.nodes.node(&task.target);
         let mut last = None;
         for source in &task.sources {
-            let got = match self
-                .nodes
-                .node(source)
-                .get(&task.key, GetOptions::default())
-                .await
-            {
-                Ok(g) => g,
-                Err(e) => {
-                    last = Some(e);
-                    continue;
-                }
-            };
             let opts = PutOptions {
                 expected_sha256: Some(task.sha256),
                 expected_size: Some(task.size),
             };
-            match target.put(&task.key, got.stream, opts).await {
-                Ok(_) => return Ok(()),
+            match self.nodes.copy(&task.key, source, &task.target, opts).await {
+                Ok(()) => return Ok(()),
                 Err(e) => last = Some(e),
             }
         }

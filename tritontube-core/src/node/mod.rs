@@ -5,8 +5,10 @@
 //! library did: a node never touches a path outside its base directory.
 //! Bodies move in chunks of at most [`MAX_CHUNK`] bytes.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -15,11 +17,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
-use crate::id::{ContentKey, VideoId};
+use crate::id::{ContentKey, NodeAddr, VideoId};
 use crate::proto::storage as pb;
 use crate::proto::storage::storage_node_server::{StorageNode, StorageNodeServer};
 use crate::store::{
-    ByteStream, ContentStore, GetOptions, LocalContentStore, ObjectMeta, PutOptions, Sha256Digest,
+    ByteStream, ContentStore, GetOptions, LocalContentStore, NodeClient, NodeClientConfig,
+    ObjectMeta, PutOptions, Sha256Digest,
 };
 
 /// Largest body chunk in one message (well under gRPC's 4 MiB default).
@@ -55,13 +58,43 @@ pub async fn serve(
 
 /// The gRPC service for `store`, to mount on a server of your own.
 pub fn service(store: LocalContentStore) -> StorageNodeServer<NodeService> {
-    StorageNodeServer::new(NodeService { store })
+    StorageNodeServer::new(NodeService {
+        store,
+        peers: Default::default(),
+    })
 }
 
 /// The storage-node gRPC service.
 #[derive(Debug, Clone)]
 pub struct NodeService {
     store: LocalContentStore,
+    /// Clients of the other nodes this one copied from (`CopyFrom`).
+    peers: Arc<Mutex<HashMap<NodeAddr, NodeClient>>>,
+}
+
+impl NodeService {
+    fn peer(&self, addr: &NodeAddr) -> NodeClient {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr.clone())
+            .or_insert_with(|| NodeClient::new(addr.clone(), NodeClientConfig::default()))
+            .clone()
+    }
+}
+
+/// The expected checksum of a request: empty = not checked.
+fn expected_sha(raw: &[u8]) -> std::result::Result<Option<Sha256Digest>, Status> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Sha256Digest::from_slice(raw).map(Some).ok_or_else(|| {
+        refuse(Error::invalid(
+            "expected_sha256",
+            hex::encode(raw),
+            "must be 32 bytes",
+        ))
+    })
 }
 
 /// Validates a key as sent on the wire.
@@ -114,19 +147,7 @@ impl StorageNode for NodeService {
             ))
         })?;
         let key = key_from_pb(header.key.as_ref()).map_err(refuse)?;
-        let expected_sha256 = if header.expected_sha256.is_empty() {
-            None
-        } else {
-            Some(
-                Sha256Digest::from_slice(&header.expected_sha256).ok_or_else(|| {
-                    refuse(Error::invalid(
-                        "expected_sha256",
-                        hex::encode(&header.expected_sha256),
-                        "must be 32 bytes",
-                    ))
-                })?,
-            )
-        };
+        let expected_sha256 = expected_sha(&header.expected_sha256)?;
         let opts = PutOptions {
             expected_sha256,
             expected_size: (header.expected_size > 0).then_some(header.expected_size),
@@ -233,6 +254,32 @@ impl StorageNode for NodeService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn copy_from(
+        &self,
+        req: Request<pb::CopyFromRequest>,
+    ) -> std::result::Result<Response<pb::PutResponse>, Status> {
+        let req = req.into_inner();
+        let key = key_from_pb(req.key.as_ref()).map_err(refuse)?;
+        let source = NodeAddr::new(&req.source).map_err(refuse)?;
+        let opts = PutOptions {
+            expected_sha256: expected_sha(&req.expected_sha256)?,
+            expected_size: (req.expected_size > 0).then_some(req.expected_size),
+        };
+        let got = self
+            .peer(&source)
+            .get(&key, GetOptions::default())
+            .await
+            .map_err(refuse)?;
+        let meta = self
+            .store
+            .put(&key, got.stream, opts)
+            .await
+            .map_err(refuse)?;
+        Ok(Response::new(pb::PutResponse {
+            info: Some(info_to_pb(&meta)),
+        }))
     }
 
     async fn health(

@@ -551,4 +551,23 @@ impl Nodes for NetworkContentStore {
     fn apply(&self, state: &ClusterState) {
         self.set_placement(Placement::from_state(state));
     }
+
+    /// Node to node (`CopyFrom`); through this process only if the target
+    /// does not offer that call.
+    async fn copy(
+        &self,
+        key: &ContentKey,
+        from: &NodeAddr,
+        to: &NodeAddr,
+        opts: PutOptions,
+    ) -> Result<()> {
+        match self.client(to).copy_from(key, from, opts.clone()).await {
+            Ok(_) => Ok(()),
+            Err(Error::Node { message, .. }) if message.starts_with("Unimplemented") => {
+                let got = self.client(from).get(key, GetOptions::default()).await?;
+                self.client(to).put(key, got.stream, opts).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }

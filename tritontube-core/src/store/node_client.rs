@@ -64,6 +64,31 @@ impl NodeClient {
         }
     }
 
+    /// Has this node copy `key` straight from the node at `source`, checked
+    /// against `opts` (the bytes do not pass through this process).
+    pub async fn copy_from(
+        &self,
+        key: &ContentKey,
+        source: &NodeAddr,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
+        let req = pb::CopyFromRequest {
+            key: Some(key_to_pb(key)),
+            source: source.to_string(),
+            expected_sha256: opts
+                .expected_sha256
+                .map(|d| d.0.to_vec())
+                .unwrap_or_default(),
+            expected_size: opts.expected_size.unwrap_or(0),
+        };
+        let r = self
+            .client()
+            .copy_from(req)
+            .await
+            .map_err(|s| self.error(Some(key), s))?;
+        meta_from_pb(&self.addr, r.into_inner().info)
+    }
+
     /// The node's address.
     pub fn addr(&self) -> &NodeAddr {
         &self.addr
