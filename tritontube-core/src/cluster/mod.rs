@@ -567,25 +567,30 @@ impl ClusterManager {
     /// `required` that cannot be listed (a dead node being removed) is
     /// skipped: its files are copied from the surviving replicas instead.
     async fn holdings(&self, nodes: &[NodeEntry], required: &[NodeEntry]) -> Result<Holdings> {
-        let mut holdings = Holdings::new();
-        for n in nodes {
+        // All nodes are listed at once: a change waits for the slowest
+        // listing, not for their sum.
+        let listings = futures::future::join_all(nodes.iter().map(|n| async move {
             let store = self.nodes.node(&n.addr);
             let mut found = Vec::new();
-            let listed: Result<()> = async {
-                let mut list = store.list(None);
-                while let Some(meta) = list.try_next().await? {
-                    found.push(meta);
-                }
-                Ok(())
+            let mut list = store.list(None);
+            while let Some(meta) = list.try_next().await? {
+                found.push(meta);
             }
-            .await;
-            if let Err(e) = listed {
-                if required.iter().any(|r| r.addr == n.addr) {
-                    return Err(node_error(&n.addr, "list", e));
+            Ok::<_, Error>(found)
+        }))
+        .await;
+        let mut holdings = Holdings::new();
+        for (n, listed) in nodes.iter().zip(listings) {
+            let found = match listed {
+                Ok(found) => found,
+                Err(e) => {
+                    if required.iter().any(|r| r.addr == n.addr) {
+                        return Err(node_error(&n.addr, "list", e));
+                    }
+                    tracing::warn!(node = %n.addr, error = %e, "cannot list a departing node; using the other replicas");
+                    continue;
                 }
-                tracing::warn!(node = %n.addr, error = %e, "cannot list a departing node; using the other replicas");
-                continue;
-            }
+            };
             for meta in found {
                 holdings
                     .entry(meta.key.clone())
@@ -610,7 +615,15 @@ impl ClusterManager {
             p.bytes_total = bytes;
         });
         tracing::info!(copies = total, bytes, "migration planned");
+        let started = std::time::Instant::now();
         self.run_copies(plan.copies).await?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            copies = total,
+            secs,
+            mib_per_s = bytes as f64 / 1048576.0 / secs.max(1e-9),
+            "migration copies done"
+        );
         Ok(total)
     }
 
@@ -679,13 +692,23 @@ impl ClusterManager {
         let holdings = self.holdings(&reachable, &state.value.nodes).await?;
         let ring = ring_of(&state.value.nodes, state.value.vnodes);
         let plan = plan(&holdings, &ring, state.value.replicas as usize);
-        for d in plan.safe_deletions() {
-            if let Err(e) = self.nodes.node(&d.node).delete(&d.key).await
-                && !e.is_not_found()
-            {
-                tracing::warn!(node = %d.node, key = %d.key, error = %e, "could not delete surplus copy");
-            }
-        }
+        let started = std::time::Instant::now();
+        let deletions = plan.safe_deletions();
+        let count = deletions.len();
+        futures::stream::iter(deletions)
+            .for_each_concurrent(self.config.copy_concurrency.max(1) * 2, |d| async move {
+                if let Err(e) = self.nodes.node(&d.node).delete(&d.key).await
+                    && !e.is_not_found()
+                {
+                    tracing::warn!(node = %d.node, key = %d.key, error = %e, "could not delete surplus copy");
+                }
+            })
+            .await;
+        tracing::info!(
+            deleted = count,
+            secs = started.elapsed().as_secs_f64(),
+            "surplus copies deleted"
+        );
         if state.value.previous.is_some() {
             let mut next = state.value.clone();
             next.previous = None;
