@@ -46,6 +46,14 @@ fn lookups(c: &mut Criterion) {
                 black_box(r.owner(black_box(&keys[i])).unwrap().len())
             })
         });
+        // The ring's own part, for callers that already hold the hash.
+        let hashes: Vec<u64> = keys.iter().map(|k| key_hash(k)).collect();
+        g.bench_function(format!("owner_by_hash_{n}_nodes"), |b| {
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                black_box(r.owner_by_hash(black_box(hashes[i])).unwrap().len())
+            })
+        });
         if n == 100 {
             g.bench_function("preference3_100_nodes", |b| {
                 let mut out = [""; 3];

@@ -38,6 +38,7 @@ ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) printf "%.3f", v/1000; else if (v ~
 
 say "== ring"
 CRIT=$(q "--warm-up-time 1 --measurement-time 2" "--warm-up-time 3 --measurement-time 8")
+rm -rf target/criterion   # only this run's estimates are collected below
 # shellcheck disable=SC2086
 cargo bench -q --bench ring -- $CRIT > "$OUT/ring-criterion.txt" 2>&1
 for f in target/criterion/*/*/new/estimates.json; do

@@ -72,6 +72,9 @@ def main():
     row("ring", "preference list of 3 vs one lookup (no allocation)", fmt(pref, "ns"), fmt(o100, "ns"), div(pref, o100), "<=", 1.5)
     row("ring", "add one node to a 100-node ring (ms)", fmt(add and add / 1e6, "ms"), "1 ms", add and add / 1e6, "<=", 1.0)
     rows.append(f"| ring | remove one node from a 100-node ring | {fmt(rem and rem / 1e6, 'ms')} | | | | |")
+    for n in (10, 100, 1000):
+        by_hash, whole = num(r, f"ring.lookup/owner_by_hash_{n}_nodes"), num(r, f"ring.lookup/owner_{n}_nodes")
+        rows.append(f"| ring | lookup by an already-computed hash, {n} nodes (the ring's own part) | {fmt(by_hash, 'ns')} | whole lookup {fmt(whole, 'ns')} | | | |")
     for n in (10, 100):
         s = r.get(f"ring_stats.{n}", {})
         row("ring", f"max/mean keys per node, {n} nodes", fmt(s.get("max_over_mean_keys")), "1.0", s.get("max_over_mean_keys"), "<=", 1.05,

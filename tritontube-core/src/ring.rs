@@ -90,6 +90,8 @@ struct Inner {
     vnodes: u32,
     /// Member slots; a removed member leaves `None` so indices stay valid.
     members: Vec<Option<Member>>,
+    /// Number of members (`Some` slots), kept so lookups need not count.
+    live: usize,
     /// Sorted token values (ties: smaller address first).
     tokens: Vec<u64>,
     /// The member slot of each token.
@@ -130,6 +132,7 @@ impl TokenRing {
             inner: std::sync::Arc::new(Inner {
                 vnodes: vnodes.max(1),
                 members: Vec::new(),
+                live: 0,
                 tokens: Vec::new(),
                 owners: Vec::new(),
                 index: vec![0; (1usize << INDEX_BITS) + 1],
@@ -155,6 +158,7 @@ impl TokenRing {
                 addr: addr.to_string(),
                 weight,
             }));
+            inner.live += 1;
             pairs.extend(
                 node_tokens(addr, token_count(inner.vnodes, weight))
                     .into_iter()
@@ -227,6 +231,7 @@ impl TokenRing {
             addr: addr.to_string(),
             weight,
         });
+        inner.live += 1;
         let mut new = node_tokens(addr, token_count(inner.vnodes, weight));
         new.sort_unstable();
         let (old_len, m) = (inner.tokens.len(), new.len());
@@ -278,6 +283,7 @@ impl TokenRing {
         };
         let inner = std::sync::Arc::make_mut(&mut self.inner);
         inner.members[slot as usize] = None;
+        inner.live -= 1;
         let mut removed: Vec<u64> = Vec::new();
         let mut w = 0;
         for r in 0..inner.tokens.len() {
@@ -489,12 +495,12 @@ impl<'a> Iterator for Walk<'a> {
     fn next(&mut self) -> Option<&'a str> {
         let inner = &self.ring.inner;
         let n = inner.tokens.len();
-        let live = inner.members.iter().flatten().count();
-        if self.found >= live {
+        if self.found >= inner.live {
             return None;
         }
         while self.step < n {
-            let slot = inner.owners[(self.start + self.step) % n];
+            let at = self.start + self.step;
+            let slot = inner.owners[if at >= n { at - n } else { at }];
             self.step += 1;
             let seen = if self.found < self.seen.len() {
                 self.seen[..self.seen_len].contains(&slot)
@@ -517,7 +523,7 @@ impl<'a> Iterator for Walk<'a> {
 
 impl HashRing for TokenRing {
     fn node_count(&self) -> usize {
-        self.inner.members.iter().flatten().count()
+        self.inner.live
     }
 
     #[inline]
@@ -542,8 +548,14 @@ impl HashRing for TokenRing {
         let mut slots = [u32::MAX; 16];
         let mut got = 0;
         let mut k = 0;
+        // Walk clockwise with a wrapping index (no division per step).
+        let mut at = start;
         while got < want && k < n {
-            let slot = inner.owners[(start + k) % n];
+            let slot = inner.owners[at];
+            at += 1;
+            if at == n {
+                at = 0;
+            }
             k += 1;
             let dup = if got <= slots.len() {
                 slots[..got].contains(&slot)
