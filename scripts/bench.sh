@@ -18,9 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=0; [ "${1:-}" = "--quick" ] && QUICK=1
 q() { if [ $QUICK = 1 ]; then echo "$1"; else echo "$2"; fi; }
-scripts/setup.sh
-need=(); command -v nginx >/dev/null || need+=(nginx); command -v wrk >/dev/null || need+=(wrk)
-if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+scripts/setup.sh --bench
 cargo build --release --workspace --bins --examples -q
 B=target/release; X=target/release/examples
 OUT=target/bench; mkdir -p "$OUT"; : > "$OUT/results.txt"; : > "$OUT/summary.txt"

@@ -1,27 +1,46 @@
 #!/usr/bin/env bash
-# Installs what TritonTube needs on a fresh Debian machine, skipping whatever
-# is already there: system packages (protobuf compiler for etcd-client's
-# build, ffmpeg, etcd, Chromium and its driver for the browser test) and the
-# npm packages (dash.js), pinned by package-lock.json.
+# Installs what TritonTube needs on a fresh Debian machine: the system
+# packages (protobuf compiler for etcd-client's build, ffmpeg, etcd, Chromium
+# and its driver for the browser test, curl), the Python gRPC tools of the
+# compatibility test, and the npm packages (dash.js), pinned by
+# package-lock.json. Then it checks that every command the tests start is
+# really there, and stops with a clear message if one is not.
+#
+# Usage: scripts/setup.sh [--bench]   (--bench: also nginx and wrk, the
+# references of scripts/bench.sh)
+#
+# With CI=true the packages are always installed (`apt-get update` once, then
+# `apt-get install -y`), whatever the machine already seems to have; otherwise
+# only the packages dpkg does not list as installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-have() { command -v "$1" >/dev/null 2>&1; }
-have protoc || need+=(protobuf-compiler)
-have ffmpeg || need+=(ffmpeg)
-have ffprobe || need+=(ffmpeg)
-have etcd || need+=(etcd-server)
-have chromium || need+=(chromium)
-have chromedriver || need+=(chromium-driver)
-have curl || need+=(curl)
+packages=(protobuf-compiler ffmpeg etcd-server chromium chromium-driver curl)
+commands=(protoc ffmpeg ffprobe etcd chromium chromedriver curl)
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(nginx wrk)
+  commands+=(nginx wrk)
+fi
+# Node.js and npm usually come with the machine; Debian's npm otherwise.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+if [ "${CI:-}" = true ]; then
+  need=("${packages[@]}")
+else
+  need=()
+  for p in "${packages[@]}"; do installed "$p" || need+=("$p"); done
+fi
 if ((${#need[@]})); then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-  echo "setup: installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  echo "setup: apt-get install ${need[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
 fi
+for c in "${commands[@]}" npm; do
+  command -v "$c" >/dev/null 2>&1 || { echo "setup: '$c' is still missing after installing ${packages[*]}" >&2; exit 1; }
+done
 
 # The compatibility test drives the admin service from Python, with a client
 # generated from the course project's protocol.
@@ -29,7 +48,6 @@ if ! python3 -c "import grpc_tools" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check grpcio-tools
 fi
 
-if [ -f package-lock.json ] && [ ! -d node_modules/dashjs ]; then
-  have npm || { echo "setup: npm is required (Debian package npm)" >&2; exit 1; }
+if [ -f package-lock.json ] && { [ "${CI:-}" = true ] || [ ! -d node_modules/dashjs ]; }; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
