@@ -537,39 +537,13 @@ impl HashRing for TokenRing {
     }
 
     fn preference_by_hash<'a>(&'a self, hash: u64, out: &mut [&'a str]) -> Result<usize> {
-        let inner = &self.inner;
-        if inner.tokens.is_empty() {
+        if self.inner.tokens.is_empty() {
             return Err(Error::EmptyRing);
         }
-        let want = out.len().min(self.node_count());
-        let n = inner.tokens.len();
-        let start = inner.position(hash);
-        // Nodes taken so far, by slot; past 16 replicas, by address.
-        let mut slots = [u32::MAX; 16];
         let mut got = 0;
-        let mut k = 0;
-        // Walk clockwise with a wrapping index (no division per step).
-        let mut at = start;
-        while got < want && k < n {
-            let slot = inner.owners[at];
-            at += 1;
-            if at == n {
-                at = 0;
-            }
-            k += 1;
-            let dup = if got <= slots.len() {
-                slots[..got].contains(&slot)
-            } else {
-                let a = inner.addr(slot);
-                out[..got].iter().any(|o| std::ptr::eq(*o, a))
-            };
-            if !dup {
-                if got < slots.len() {
-                    slots[got] = slot;
-                }
-                out[got] = inner.addr(slot);
-                got += 1;
-            }
+        for (slot, node) in out.iter_mut().zip(self.walk(hash)) {
+            *slot = node;
+            got += 1;
         }
         Ok(got)
     }
@@ -740,9 +714,19 @@ mod tests {
         left.push(("10.9.9.9:8090", 2.0));
         let fresh = TokenRing::with_nodes(300, left).unwrap();
         assert_eq!(internals(&r), internals(&fresh));
+        // The kept member count follows removals and reused slots.
+        assert_eq!(r.node_count(), 10);
+        assert_eq!(fresh.node_count(), 10);
+        let mut all = [""; 16];
         for k in 0..2000 {
             let key = format!("v{k}/chunk-0-{k:05}.m4s");
             assert_eq!(r.owner(&key).unwrap(), fresh.owner(&key).unwrap());
+            // Asking for more replicas than nodes gives every node once.
+            let got = r.preference(&key, &mut all).unwrap();
+            assert_eq!(got, 10);
+            let distinct: std::collections::BTreeSet<&str> = all[..got].iter().copied().collect();
+            assert_eq!(distinct.len(), 10);
+            assert_eq!(all[0], r.owner(&key).unwrap());
         }
     }
 

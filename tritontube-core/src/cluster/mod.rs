@@ -140,7 +140,8 @@ pub struct ManagerConfig {
     pub holder: String,
     /// Lifetime of the admin lock without renewal.
     pub lock_ttl: Duration,
-    /// File copies in flight at once during a migration.
+    /// File copies (and deletions of surplus copies) in flight at once
+    /// during a change.
     pub copy_concurrency: usize,
     /// How long a new node has to answer its health check.
     pub health_timeout: Duration,
@@ -696,7 +697,7 @@ impl ClusterManager {
         let deletions = plan.safe_deletions();
         let count = deletions.len();
         futures::stream::iter(deletions)
-            .for_each_concurrent(self.config.copy_concurrency.max(1) * 2, |d| async move {
+            .for_each_concurrent(self.config.copy_concurrency.max(1), |d| async move {
                 if let Err(e) = self.nodes.node(&d.node).delete(&d.key).await
                     && !e.is_not_found()
                 {
