@@ -549,6 +549,98 @@ impl HashRing for TokenRing {
     }
 }
 
+/// A half-open stretch of ring hashes, `start <= h < end`, where `end ==
+/// None` means "to the top of the hash space" (so `HashRange::ALL` is every
+/// hash). Listings by range ([`crate::store`]'s range listing, the metadata
+/// store's recorded checksums) use it, in `(hash, key)` order.
+///
+/// ```
+/// use tritontube_core::ring::HashRange;
+/// let r = HashRange::new(10, Some(20));
+/// assert!(r.contains(10) && r.contains(19) && !r.contains(20));
+/// assert!(HashRange::ALL.contains(u64::MAX));
+/// // `(start, end]` of a ring diff that wraps becomes two half-open ranges.
+/// assert_eq!(
+///     HashRange::from_exclusive_inclusive(u64::MAX - 1, 5),
+///     vec![HashRange::new(u64::MAX, None), HashRange::new(0, Some(6))]
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HashRange {
+    /// First hash inside.
+    pub start: u64,
+    /// First hash past the end; `None` = up to and including `u64::MAX`.
+    pub end: Option<u64>,
+}
+
+impl HashRange {
+    /// Every hash.
+    pub const ALL: HashRange = HashRange {
+        start: 0,
+        end: None,
+    };
+
+    /// `start <= h < end` (`end == None`: to the top).
+    pub const fn new(start: u64, end: Option<u64>) -> Self {
+        HashRange { start, end }
+    }
+
+    /// True if `hash` is inside.
+    pub fn contains(&self, hash: u64) -> bool {
+        hash >= self.start && self.end.is_none_or(|e| hash < e)
+    }
+
+    /// True if nothing is inside.
+    pub fn is_empty(&self) -> bool {
+        self.end.is_some_and(|e| e <= self.start)
+    }
+
+    /// The ranges covering `start < h <= end` (the stretches of [`diff`] and
+    /// of a ring's tokens), split where they wrap past the top. `start ==
+    /// end` means the whole ring.
+    pub fn from_exclusive_inclusive(start: u64, end: u64) -> Vec<HashRange> {
+        let after = |x: u64| x.checked_add(1);
+        if start == end {
+            return vec![HashRange::ALL];
+        }
+        if start < end {
+            let lo = start + 1;
+            return vec![HashRange::new(lo, after(end))];
+        }
+        // Wraps: (start, MAX] then [0, end].
+        let mut out = Vec::with_capacity(2);
+        if let Some(lo) = after(start) {
+            out.push(HashRange::new(lo, None));
+        }
+        out.push(HashRange::new(0, after(end)));
+        out
+    }
+
+    /// `parts` equal stretches covering the whole ring, in order.
+    pub fn split_ring(parts: u64) -> Vec<HashRange> {
+        let parts = parts.max(1);
+        let step = u64::MAX / parts;
+        (0..parts)
+            .map(|i| {
+                let start = i * step;
+                let end = if i + 1 == parts {
+                    None
+                } else {
+                    Some((i + 1) * step)
+                };
+                HashRange::new(start, end)
+            })
+            .collect()
+    }
+}
+
+impl RangeChange {
+    /// The stretch as half-open [`HashRange`]s (two when it wraps).
+    pub fn ranges(&self) -> Vec<HashRange> {
+        HashRange::from_exclusive_inclusive(self.start, self.end)
+    }
+}
+
 /// One stretch of the hash space whose owners differ between two rings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeChange {
