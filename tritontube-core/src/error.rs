@@ -54,6 +54,26 @@ pub enum Error {
         actual: String,
     },
 
+    /// A stored copy's bytes disagree with the checksum recorded for them
+    /// (bit rot, a file rewritten behind the store's back). The copy is not
+    /// served; another copy may be good.
+    #[error("bad copy of {key}: {detail}")]
+    BadCopy {
+        /// The content key.
+        key: String,
+        /// What disagreed, and where.
+        detail: String,
+    },
+
+    /// A storage node does not offer a call (an older version).
+    #[error("storage node {node} does not support {what}")]
+    Unsupported {
+        /// The node address.
+        node: String,
+        /// The call, as the node named it.
+        what: String,
+    },
+
     /// A ring with no nodes cannot place a key.
     #[error("the ring has no nodes")]
     EmptyRing,
@@ -226,6 +246,33 @@ impl Error {
         }
     }
 
+    /// A stable, lower-case name of the case (`"not-found"`,
+    /// `"checksum-mismatch"`, ...), sent beside gRPC errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid-input",
+            Error::NotFound { .. } => "not-found",
+            Error::AlreadyExists { .. } => "already-exists",
+            Error::ChecksumMismatch { .. } => "checksum-mismatch",
+            Error::BadCopy { .. } => "bad-copy",
+            Error::Unsupported { .. } => "unsupported",
+            Error::EmptyRing => "empty-ring",
+            Error::NodeExists { .. } => "node-exists",
+            Error::UnknownNode { .. } => "unknown-node",
+            Error::Node { .. } => "node",
+            Error::Unavailable { .. } => "unavailable",
+            Error::InsufficientReplicas { .. } => "insufficient-replicas",
+            Error::Conflict { .. } => "conflict",
+            Error::Locked { .. } => "locked",
+            Error::Refused { .. } => "refused",
+            Error::TooLarge { .. } => "too-large",
+            Error::Unauthenticated { .. } => "unauthenticated",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Io { .. } => "io",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
     /// True for [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
@@ -248,9 +295,15 @@ impl Error {
             | Error::InsufficientReplicas { .. }
             | Error::Unavailable { .. } => 503,
             Error::Corrupt { .. } | Error::Io { .. } | Error::Backend { .. } => 500,
+            // A server fault, not the client's: no good copy could be read.
+            Error::BadCopy { .. } => 502,
+            Error::Unsupported { .. } => 501,
         }
     }
 }
+
+/// The gRPC metadata key carrying [`Error::kind`].
+pub const ERROR_KIND_HEADER: &str = "tt-error-kind";
 
 #[cfg(feature = "runtime")]
 impl From<Error> for tonic::Status {
@@ -258,7 +311,10 @@ impl From<Error> for tonic::Status {
         use tonic::Code;
         let code = match &e {
             Error::InvalidInput { .. } => Code::InvalidArgument,
-            Error::ChecksumMismatch { .. } => Code::DataLoss,
+            // The caller sent bytes that are not what it said they were.
+            Error::ChecksumMismatch { .. } => Code::InvalidArgument,
+            Error::BadCopy { .. } => Code::DataLoss,
+            Error::Unsupported { .. } => Code::Unimplemented,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
             Error::NotFound { .. } | Error::UnknownNode { .. } => Code::NotFound,
             Error::AlreadyExists { .. } | Error::NodeExists { .. } => Code::AlreadyExists,
@@ -272,6 +328,12 @@ impl From<Error> for tonic::Status {
             }
             Error::Corrupt { .. } | Error::Io { .. } | Error::Backend { .. } => Code::Internal,
         };
-        tonic::Status::new(code, e.to_string())
+        let mut status = tonic::Status::new(code, e.to_string());
+        // The case travels beside the message, so a client never has to
+        // recognise an error by its wording.
+        if let Ok(v) = e.kind().parse() {
+            status.metadata_mut().insert(ERROR_KIND_HEADER, v);
+        }
+        status
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tritontube_core::store::LocalContentStore;
+use tritontube_core::store::{LocalContentStore, LocalOptions};
 
 /// A TritonTube storage node.
 #[derive(Parser)]
@@ -18,6 +18,11 @@ struct Args {
     /// Port to listen on.
     #[arg(long, default_value_t = 8090)]
     port: u16,
+    /// Re-hash stored files in the background at this many MB per second, so
+    /// bytes that rot on disk are found and quarantined before anyone reads
+    /// them (0 turns scrubbing off).
+    #[arg(long, default_value_t = 8.0)]
+    scrub_mb_per_s: f64,
     /// Directory holding this node's files (created if missing).
     base_dir: PathBuf,
 }
@@ -26,7 +31,11 @@ struct Args {
 async fn main() -> ExitCode {
     tritontube_core::shutdown::init_logging();
     let args = Args::parse();
-    let store = match LocalContentStore::new(&args.base_dir) {
+    let options = LocalOptions {
+        scrub_bytes_per_sec: (args.scrub_mb_per_s > 0.0)
+            .then(|| (args.scrub_mb_per_s * 1_000_000.0) as u64),
+    };
+    let store = match LocalContentStore::open(&args.base_dir, options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
@@ -44,7 +53,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(%addr, dir = %args.base_dir.display(), "storage node serving");
+    let stats = store.stats();
+    tracing::info!(
+        %addr,
+        dir = %args.base_dir.display(),
+        node_id = store.node_id(),
+        files = stats.files,
+        indexing = stats.indexing.is_some(),
+        "storage node serving"
+    );
     match tritontube_core::node::serve(listener, store, tritontube_core::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -45,14 +45,24 @@ use crate::ring::TokenRing;
 use crate::store::{ContentStore, GetOptions, PutOptions};
 
 /// How a node answered a health check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeHealth {
     /// `"serving"` when the node can read and write its directory.
     pub state: String,
+    /// The node's identity (empty for a node too old to have one).
+    pub node_id: String,
     /// Files it holds.
     pub file_count: u64,
     /// Bytes it holds.
     pub total_bytes: u64,
+    /// `Some(percent)` while the node builds its index.
+    pub indexing: Option<f32>,
+    /// Files it moved to quarantine (bytes that no longer matched).
+    pub quarantined: u64,
+    /// Files its scrubber re-hashed.
+    pub scrubbed_files: u64,
+    /// Full scrub passes done.
+    pub scrub_cycles: u64,
 }
 
 /// What the cluster manager needs from the data plane (in production, the

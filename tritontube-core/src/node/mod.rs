@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
+use crate::ring::HashRange;
 use crate::proto::storage as pb;
 use crate::proto::storage::storage_node_server::{StorageNode, StorageNodeServer};
 use crate::store::{
@@ -61,6 +62,7 @@ pub fn service(store: LocalContentStore) -> StorageNodeServer<NodeService> {
     StorageNodeServer::new(NodeService {
         store,
         peers: Default::default(),
+        writable: Default::default(),
     })
 }
 
@@ -70,6 +72,7 @@ pub struct NodeService {
     store: LocalContentStore,
     /// Clients of the other nodes this one copied from (`CopyFrom`).
     peers: Arc<Mutex<HashMap<NodeAddr, NodeClient>>>,
+    writable: Arc<WritableProbe>,
 }
 
 impl NodeService {
@@ -228,26 +231,61 @@ impl StorageNode for NodeService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> std::result::Result<Response<Self::ListStream>, Status> {
-        let video = match req.get_ref().video_id.as_str() {
+        let req = req.into_inner();
+        let video = match req.video_id.as_str() {
             "" => None,
             v => Some(VideoId::new(v).map_err(refuse)?),
         };
+        let range = req.range.map(|r| HashRange::new(r.start, r.has_end.then_some(r.end)));
+        let after = match &req.after {
+            Some(k) => Some(key_from_pb(Some(k)).map_err(refuse)?),
+            None => None,
+        };
+        if !self.store.is_indexed() {
+            // Refused up front, with a status the caller can act on.
+            let p = self.store.stats().indexing.unwrap_or(0.0);
+            return Err(refuse(Error::Unavailable {
+                what: "listing".into(),
+                reason: format!("indexing {p:.0}%; listings are served once the index is complete"),
+            }));
+        }
         let store = self.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let list = store.list(video.as_ref());
-            let mut pages = list.chunks(LIST_PAGE);
-            while let Some(page) = pages.next().await {
-                let msg = page
-                    .into_iter()
-                    .collect::<Result<Vec<_>>>()
-                    .map(|files| pb::ListResponse {
-                        files: files.iter().map(info_to_pb).collect(),
-                    })
-                    .map_err(refuse);
-                let failed = msg.is_err();
-                if tx.send(msg).await.is_err() || failed {
-                    return;
+            let send = |files: Vec<ObjectMeta>| pb::ListResponse {
+                files: files.iter().map(info_to_pb).collect(),
+            };
+            match (video, range) {
+                (None, Some(range)) => {
+                    // Page by page from the index, each page a fresh query
+                    // after the last key sent: nothing is held open.
+                    let mut cursor = after;
+                    loop {
+                        let page = store.list_range(range, cursor.clone(), LIST_PAGE).await;
+                        let page = match page {
+                            Ok(p) if p.is_empty() => return,
+                            Ok(p) => p,
+                            Err(e) => {
+                                let _ = tx.send(Err(refuse(e))).await;
+                                return;
+                            }
+                        };
+                        cursor = page.last().map(|m| m.key.clone());
+                        if tx.send(Ok(send(page))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                (video, _) => {
+                    let list = store.list(video.as_ref());
+                    let mut pages = list.chunks(LIST_PAGE);
+                    while let Some(page) = pages.next().await {
+                        let msg = page.into_iter().collect::<Result<Vec<_>>>().map(send).map_err(refuse);
+                        let failed = msg.is_err();
+                        if tx.send(msg).await.is_err() || failed {
+                            return;
+                        }
+                    }
                 }
             }
         });
@@ -286,21 +324,52 @@ impl StorageNode for NodeService {
         &self,
         _: Request<pb::HealthRequest>,
     ) -> std::result::Result<Response<pb::HealthResponse>, Status> {
-        let (files, bytes) = self.store.usage().await.map_err(refuse)?;
-        // A node that cannot write its directory is not serving.
-        let probe = self.store.base().join(".health-probe");
-        let state = match tokio::fs::write(&probe, b"ok").await {
+        // Counters only: the answer costs the same for ten files or ten
+        // million, so a failure detector's timeout never mistakes a full
+        // node for a dead one.
+        let stats = self.store.stats();
+        let state = self.writable.state(self.store.base()).await;
+        Ok(Response::new(pb::HealthResponse {
+            state,
+            file_count: stats.files,
+            total_bytes: stats.bytes,
+            version: env!("CARGO_PKG_VERSION").into(),
+            node_id: self.store.node_id().to_string(),
+            indexing: stats.indexing.is_some(),
+            indexing_percent: stats.indexing.unwrap_or(100.0),
+            quarantined: stats.quarantined,
+            scrubbed_files: stats.scrub.files,
+            scrub_cycles: stats.scrub.cycles,
+        }))
+    }
+}
+
+/// Whether the base directory takes writes, probed at most every few
+/// seconds (a probe is a small write: cheap, but not free under load).
+#[derive(Debug, Default)]
+pub struct WritableProbe {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl WritableProbe {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    async fn state(&self, base: &std::path::Path) -> String {
+        let mut last = self.last.lock().await;
+        if let Some((at, s)) = &*last
+            && at.elapsed() < Self::EVERY
+        {
+            return s.clone();
+        }
+        let probe = base.join(".tritontube").join("health-probe");
+        let s = match tokio::fs::write(&probe, b"ok").await {
             Ok(()) => {
                 let _ = tokio::fs::remove_file(&probe).await;
                 "serving".to_string()
             }
             Err(e) => format!("read-only: {e}"),
         };
-        Ok(Response::new(pb::HealthResponse {
-            state,
-            file_count: files,
-            total_bytes: bytes,
-            version: env!("CARGO_PKG_VERSION").into(),
-        }))
+        *last = Some((std::time::Instant::now(), s.clone()));
+        s
     }
 }

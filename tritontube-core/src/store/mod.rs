@@ -203,6 +203,6 @@ mod local;
 mod network;
 mod node_client;
 
-pub use local::LocalContentStore;
+pub use local::{CHUNK, LocalContentStore, LocalOptions, ScrubStats, StoreStats};
 pub use network::{NetworkContentStore, Placement};
 pub use node_client::{NodeClient, NodeClientConfig};

@@ -563,7 +563,7 @@ impl Nodes for NetworkContentStore {
     ) -> Result<()> {
         match self.client(to).copy_from(key, from, opts.clone()).await {
             Ok(_) => Ok(()),
-            Err(Error::Node { message, .. }) if message.starts_with("Unimplemented") => {
+            Err(Error::Unsupported { .. }) => {
                 let got = self.client(from).get(key, GetOptions::default()).await?;
                 self.client(to).put(key, got.stream, opts).await.map(|_| ())
             }

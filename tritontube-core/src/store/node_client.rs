@@ -15,6 +15,7 @@ use super::{
 use crate::cluster::NodeHealth;
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
+use crate::ring::HashRange;
 use crate::node::{MAX_CHUNK, key_from_pb, key_to_pb};
 use crate::proto::storage as pb;
 use crate::proto::storage::storage_node_client::StorageNodeClient;
@@ -89,6 +90,49 @@ impl NodeClient {
         meta_from_pb(&self.addr, r.into_inner().info)
     }
 
+    /// Lists the files whose ring hash lies in `range`, in (hash, key)
+    /// order, strictly after `after` (to resume an interrupted listing).
+    pub fn list_range(&self, range: HashRange, after: Option<&ContentKey>) -> MetaStream<'static> {
+        self.list_request(pb::ListRequest {
+            video_id: String::new(),
+            range: Some(pb::HashRange {
+                start: range.start,
+                end: range.end.unwrap_or(0),
+                has_end: range.end.is_some(),
+            }),
+            after: after.map(key_to_pb),
+        })
+    }
+
+    fn list_request(&self, req: pb::ListRequest) -> MetaStream<'static> {
+        let me = self.clone();
+        let pages = futures::stream::once(async move {
+            let mut client = me.client();
+            let s = tokio::time::timeout(me.config.request_timeout, client.list(req))
+                .await
+                .map_err(|_| me.timeout_error("list"))?
+                .map_err(|s| me.error(None, s))?
+                .into_inner();
+            let me2 = me.clone();
+            Ok::<_, Error>(s.map(move |page| match page {
+                Ok(p) => p
+                    .files
+                    .into_iter()
+                    .map(|f| meta_from_pb(&me2.addr, Some(f)))
+                    .collect::<Vec<_>>(),
+                Err(s) => vec![Err(me2.error(None, s))],
+            }))
+        });
+        Box::pin(
+            pages
+                .map(|r| match r {
+                    Ok(s) => s.flat_map(futures::stream::iter).boxed(),
+                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                })
+                .flatten(),
+        )
+    }
+
     /// The node's address.
     pub fn addr(&self) -> &NodeAddr {
         &self.addr
@@ -101,6 +145,27 @@ impl NodeClient {
     /// Converts a gRPC status from this node into an [`Error`].
     fn error(&self, key: Option<&ContentKey>, s: Status) -> Error {
         let key_s = key.map(|k| k.to_string()).unwrap_or_default();
+        let kind = s
+            .metadata()
+            .get(crate::error::ERROR_KIND_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match kind {
+            "checksum-mismatch" => {
+                return Error::ChecksumMismatch {
+                    key: key_s,
+                    expected: String::new(),
+                    actual: s.message().to_string(),
+                };
+            }
+            "bad-copy" => {
+                return Error::BadCopy {
+                    key: key_s,
+                    detail: format!("on {}: {}", self.addr, s.message()),
+                };
+            }
+            _ => {}
+        }
         match s.code() {
             Code::NotFound => Error::NotFound {
                 key: if key_s.is_empty() {
@@ -114,10 +179,13 @@ impl NodeClient {
                 value: key_s,
                 reason: s.message().to_string(),
             },
-            Code::DataLoss => Error::ChecksumMismatch {
+            Code::DataLoss => Error::BadCopy {
                 key: key_s,
-                expected: String::new(),
-                actual: s.message().to_string(),
+                detail: format!("on {}: {}", self.addr, s.message()),
+            },
+            Code::Unimplemented => Error::Unsupported {
+                node: self.addr.to_string(),
+                what: s.message().to_string(),
             },
             _ => Error::Node {
                 node: self.addr.to_string(),
@@ -163,8 +231,13 @@ impl NodeClient {
             }
             Ok(NodeHealth {
                 state: r.state,
+                node_id: r.node_id,
                 file_count: r.file_count,
                 total_bytes: r.total_bytes,
+                indexing: r.indexing.then_some(r.indexing_percent),
+                quarantined: r.quarantined,
+                scrubbed_files: r.scrubbed_files,
+                scrub_cycles: r.scrub_cycles,
             })
         })
         .await
@@ -329,36 +402,11 @@ impl ContentStore for NodeClient {
     }
 
     fn list(&self, video: Option<&VideoId>) -> MetaStream<'_> {
-        let req = pb::ListRequest {
+        self.list_request(pb::ListRequest {
             video_id: video.map(|v| v.to_string()).unwrap_or_default(),
-        };
-        let me = self.clone();
-        let pages = futures::stream::once(async move {
-            let mut client = me.client();
-            let s = tokio::time::timeout(me.config.request_timeout, client.list(req))
-                .await
-                .map_err(|_| me.timeout_error("list"))?
-                .map_err(|s| me.error(None, s))?
-                .into_inner();
-            let me2 = me.clone();
-            Ok::<_, Error>(s.map(move |page| {
-                match page {
-                    Ok(p) => p
-                        .files
-                        .into_iter()
-                        .map(|f| meta_from_pb(&me2.addr, Some(f)))
-                        .collect::<Vec<_>>(),
-                    Err(s) => vec![Err(me2.error(None, s))],
-                }
-            }))
-        });
-        Box::pin(
-            pages
-                .map(|r| match r {
-                    Ok(s) => s.flat_map(futures::stream::iter).boxed(),
-                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-                })
-                .flatten(),
-        )
+            range: None,
+            after: None,
+        })
     }
+
 }
