@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tritontube_core::metadata::{
-    EtcdMetadataStore, MetadataStore, PageRequest, SqliteMetadataStore, Video, conformance,
+    EtcdMetadataStore, FileRecord, MetadataStore, PageRequest, SqliteMetadataStore, Video,
+    conformance,
 };
+use tritontube_core::ring::HashRange;
+use tritontube_core::store::Sha256Digest;
 use tritontube_core::testing::EtcdCluster;
 use tritontube_core::{Error, VideoId};
 
@@ -122,6 +125,20 @@ async fn corrupt_records_name_their_key() {
         store.cluster_state().await,
         Err(Error::Corrupt { .. })
     ));
+    raw.execute(
+        "INSERT INTO file_records (key, video, ring_hash, size, sha256) VALUES ('bad/f', 'bad', 0, 1, x'0102')",
+        [],
+    )
+    .unwrap();
+    let bad_file: tritontube_core::ContentKey = "bad/f".parse().unwrap();
+    match store.file_record(&bad_file).await {
+        Err(Error::Corrupt { key, .. }) => assert_eq!(key, "file_records/bad/f"),
+        other => panic!("a short digest must be Corrupt, got {other:?}"),
+    }
+    assert!(matches!(
+        store.file_records(HashRange::ALL, None, 0).await,
+        Err(Error::Corrupt { .. })
+    ));
 
     // etcd: garbage written straight into the key.
     let etcd = EtcdCluster::start().await;
@@ -145,6 +162,24 @@ async fn corrupt_records_name_their_key() {
         store.cluster_state().await,
         Err(Error::Corrupt { .. })
     ));
+    raw.put("/tritontube/video-files/bad/f", "{\"size\":1}", None)
+        .await
+        .unwrap();
+    match store.file_record(&bad_file).await {
+        Err(Error::Corrupt { key, .. }) => assert_eq!(key, "/tritontube/video-files/bad/f"),
+        other => panic!("must be Corrupt, got {other:?}"),
+    }
+    // Filed under a hash that is not its key's.
+    let misfiled = "/tritontube/files/0000000000000000/bad/f";
+    let value = format!("{{\"size\":1,\"sha256\":\"{}\"}}", "ab".repeat(32));
+    raw.put(misfiled, value, None).await.unwrap();
+    match store.file_records(HashRange::ALL, None, 0).await {
+        Err(Error::Corrupt { key, reason }) => {
+            assert_eq!(key, misfiled);
+            assert!(reason.contains("hash"), "{reason}");
+        }
+        other => panic!("must be Corrupt, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -210,4 +245,59 @@ async fn a_course_project_database_is_upgraded() {
         page.videos[1].state,
         tritontube_core::metadata::VideoState::Ready
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_1_database_is_upgraded_to_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metadata.db");
+    // The schema as version 1 wrote it, with one video in it.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TABLE videos (id TEXT PRIMARY KEY, uploaded_at_ms INTEGER NOT NULL, record TEXT NOT NULL);
+         CREATE INDEX videos_newest ON videos (uploaded_at_ms DESC, id ASC);
+         CREATE TABLE cluster (k INTEGER PRIMARY KEY CHECK (k = 1), version INTEGER NOT NULL, state TEXT NOT NULL);
+         CREATE TABLE admin_lock (k INTEGER PRIMARY KEY CHECK (k = 1), holder TEXT NOT NULL,
+             token INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL);
+         CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    let mut old = Video::new(VideoId::new("kept").unwrap(), "Kept");
+    old.uploaded_at_ms = 1_700_000_000_000;
+    old.state = tritontube_core::metadata::VideoState::Ready;
+    raw.execute(
+        "INSERT INTO videos (id, uploaded_at_ms, record) VALUES ('kept', ?1, ?2)",
+        rusqlite::params![old.uploaded_at_ms, serde_json::to_string(&old).unwrap()],
+    )
+    .unwrap();
+    drop(raw);
+
+    let e = SqliteMetadataStore::open_read_only(&path).unwrap_err();
+    assert!(e.to_string().contains("schema version 1"), "{e}");
+
+    let store = SqliteMetadataStore::open(&path).unwrap();
+    assert_eq!(store.get_video(&old.id).await.unwrap(), old);
+    let record = FileRecord {
+        key: "kept/manifest.mpd".parse().unwrap(),
+        size: 1234,
+        sha256: Sha256Digest([7; 32]),
+    };
+    store
+        .record_files(std::slice::from_ref(&record))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.file_records(HashRange::ALL, None, 0).await.unwrap(),
+        [record]
+    );
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    // Reopening an upgraded file changes nothing.
+    drop(store);
+    let store = SqliteMetadataStore::open_read_only(&path).unwrap();
+    assert_eq!(store.get_video(&old.id).await.unwrap(), old);
 }

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    ClusterState, MetadataStore, NodeEntry, PageRequest, Rendition, Video, VideoFacts, VideoState,
+    ClusterState, FileRecord, MetadataStore, NodeEntry, PageRequest, Rendition, Video, VideoFacts,
+    VideoState,
 };
 use crate::error::Error;
-use crate::id::VideoId;
+use crate::id::{ContentKey, VideoId};
+use crate::ring::{HashRange, key_hash};
+use crate::store::Sha256Digest;
 
 fn id(s: &str) -> VideoId {
     VideoId::new(s).expect("valid test id")
@@ -20,6 +23,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     videos_round_trip(&*store).await;
     create_is_atomic_under_races(store.clone()).await;
     list_pages_newest_first(&*store).await;
+    file_records(&*store).await;
     cluster_state_compare_and_swap(&*store).await;
     admin_lock_is_exclusive_and_expires(&*store).await;
 }
@@ -273,4 +277,234 @@ pub async fn admin_lock_is_exclusive_and_expires(store: &dyn MetadataStore) {
         "the expired holder cannot renew"
     );
     store.unlock_admin(&c).await.unwrap();
+}
+
+/// Videos of the file-record checks.
+const RECORD_VIDEOS: [&str; 5] = ["rec-a", "rec-b", "rec-c", "rec-d", "rec-e"];
+
+/// A record whose size and digest derive from `n`, so each differs.
+fn test_record(video: &str, file: &str, n: u64) -> FileRecord {
+    let mut digest = [0u8; 32];
+    for (i, chunk) in digest.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64).to_be_bytes());
+    }
+    FileRecord {
+        key: ContentKey::from_parts(video, file).expect("valid test key"),
+        size: n * 1000 + 7,
+        sha256: Sha256Digest(digest),
+    }
+}
+
+/// `(ring hash, key)`, the order of range listings.
+fn ring_order(key: &ContentKey) -> (u64, String) {
+    (key_hash(key.as_str()), key.as_str().to_string())
+}
+
+/// The records of `expected` (in ring order) that `keep` accepts.
+fn filtered(expected: &[FileRecord], keep: impl Fn(&FileRecord) -> bool) -> Vec<FileRecord> {
+    expected.iter().filter(|r| keep(r)).cloned().collect()
+}
+
+/// Every record of `range`, following the cursor `limit` at a time.
+async fn page_through(
+    store: &dyn MetadataStore,
+    range: HashRange,
+    limit: usize,
+) -> Vec<FileRecord> {
+    let mut out: Vec<FileRecord> = Vec::new();
+    loop {
+        let after = out.last().map(|r| r.key.clone());
+        let page = store
+            .file_records(range, after.as_ref(), limit)
+            .await
+            .expect("list file records");
+        assert!(page.len() <= limit, "a page holds at most `limit` records");
+        let last_page = page.len() < limit;
+        out.extend(page);
+        if last_page {
+            return out;
+        }
+    }
+}
+
+/// Recorded checksums: record, replace, read back, list by ring range with
+/// paging, list and delete by video; `delete_video` leaves them alone.
+pub async fn file_records(store: &dyn MetadataStore) {
+    // 200 records: more than one etcd transaction and many pages per range.
+    let mut all: Vec<FileRecord> = (0..200u64)
+        .map(|i| {
+            test_record(
+                RECORD_VIDEOS[i as usize % 5],
+                &format!("chunk-{i:03}.m4s"),
+                i,
+            )
+        })
+        .collect();
+    assert_eq!(
+        store.file_record(&all[0].key).await.expect("read unknown"),
+        None,
+        "an unknown key has no record"
+    );
+    store.record_files(&all).await.expect("record files");
+    for r in all.iter().step_by(17) {
+        let got = store.file_record(&r.key).await.expect("read record");
+        assert_eq!(got.as_ref(), Some(r), "a record reads back as written");
+    }
+
+    // Replacing: the last record of a key wins, also within one call.
+    let mut replaced = test_record(RECORD_VIDEOS[2], "chunk-007.m4s", 9999);
+    replaced.key = all[7].key.clone();
+    // Past i64::MAX: SQLite keeps the same 64 bits in its signed column.
+    replaced.size = u64::MAX;
+    store
+        .record_files(&[all[7].clone(), replaced.clone()])
+        .await
+        .expect("replace");
+    all[7] = replaced.clone();
+    let got = store
+        .file_record(&replaced.key)
+        .await
+        .expect("read replaced");
+    assert_eq!(got, Some(replaced), "record_files replaces");
+
+    let mut expected = all.clone();
+    expected.sort_by_key(|r| ring_order(&r.key));
+    let listed = store
+        .file_records(HashRange::ALL, None, 0)
+        .await
+        .expect("list all");
+    assert_eq!(
+        listed, expected,
+        "HashRange::ALL lists every record in (hash, key) order"
+    );
+    file_record_ranges(store, &expected).await;
+    file_records_by_video(store, &all).await;
+}
+
+/// Listings of many ranges, whole and paged, match the filtered full list.
+async fn file_record_ranges(store: &dyn MetadataStore, expected: &[FileRecord]) {
+    let mut ranges = HashRange::split_ring(7);
+    for i in 0..6 {
+        let a = key_hash(&format!("range-start-{i}"));
+        let b = key_hash(&format!("range-end-{i}"));
+        ranges.push(HashRange::new(a.min(b), Some(a.max(b))));
+        ranges.push(HashRange::new(a, None));
+    }
+    // Exactly at one record's hash: [h, h+1) holds it, its neighbours do not.
+    let h = key_hash(expected[expected.len() / 2].key.as_str());
+    ranges.extend([
+        HashRange::new(h, h.checked_add(1)),
+        HashRange::new(0, Some(h)),
+        HashRange::new(h.saturating_add(1), None),
+        HashRange::new(h, Some(h)),
+    ]);
+    for range in ranges {
+        let want = filtered(expected, |r| range.contains(key_hash(r.key.as_str())));
+        let whole = store
+            .file_records(range, None, 0)
+            .await
+            .expect("list range");
+        assert_eq!(whole, want, "range {range:?} lists its records in order");
+        let paged = page_through(store, range, 3).await;
+        assert_eq!(
+            paged, want,
+            "range {range:?} paged by 3 lists each record once"
+        );
+    }
+    let mut split = Vec::new();
+    for range in HashRange::split_ring(7) {
+        split.extend(page_through(store, range, 3).await);
+    }
+    assert_eq!(
+        split, expected,
+        "the ring's parts, in order, list every record once"
+    );
+
+    // A cursor below the range, or one that names no record, still orders.
+    let upper = HashRange::new(h, None);
+    let got = store
+        .file_records(upper, Some(&expected[0].key), 0)
+        .await
+        .expect("cursor below the range");
+    let want = filtered(expected, |r| upper.contains(key_hash(r.key.as_str())));
+    assert_eq!(got, want, "a cursor below the range lists all of it");
+    let ghost = ContentKey::from_parts("rec-ghost", "none.m4s").expect("valid key");
+    let got = store
+        .file_records(HashRange::ALL, Some(&ghost), 0)
+        .await
+        .expect("unrecorded cursor");
+    let want = filtered(expected, |r| ring_order(&r.key) > ring_order(&ghost));
+    assert_eq!(got, want, "an unrecorded cursor key orders by its hash");
+}
+
+/// Per-video listing and deletion; `delete_video` leaves records alone.
+async fn file_records_by_video(store: &dyn MetadataStore, all: &[FileRecord]) {
+    let of_video = |v: &str| {
+        let mut want: Vec<FileRecord> = all
+            .iter()
+            .filter(|r| r.key.video().as_str() == v)
+            .cloned()
+            .collect();
+        want.sort_by(|a, b| a.key.file().cmp(b.key.file()));
+        want
+    };
+    for v in RECORD_VIDEOS {
+        let got = store
+            .video_file_records(&id(v))
+            .await
+            .expect("list by video");
+        assert_eq!(got, of_video(v), "video {v}'s records, by file name");
+    }
+
+    let doomed = Video::new(id(RECORD_VIDEOS[0]), "doomed");
+    store.create_video(&doomed).await.expect("create");
+    store.delete_video(&doomed.id).await.expect("delete video");
+    let left = store.video_file_records(&doomed.id).await.expect("list");
+    assert_eq!(
+        left,
+        of_video(RECORD_VIDEOS[0]),
+        "delete_video leaves file records"
+    );
+
+    let removed = store
+        .delete_file_records(&doomed.id)
+        .await
+        .expect("delete records");
+    assert_eq!(removed, 40, "delete_file_records counts what it removed");
+    assert!(
+        store
+            .video_file_records(&doomed.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .file_record(&of_video(RECORD_VIDEOS[0])[0].key)
+            .await
+            .unwrap(),
+        None
+    );
+    let mut rest: Vec<FileRecord> = RECORD_VIDEOS[1..]
+        .iter()
+        .flat_map(|v| of_video(v))
+        .collect();
+    rest.sort_by_key(|r| ring_order(&r.key));
+    let listed = page_through(store, HashRange::ALL, 7).await;
+    assert_eq!(
+        listed, rest,
+        "only that video's records are gone, from every listing"
+    );
+    assert_eq!(store.delete_file_records(&doomed.id).await.unwrap(), 0);
+
+    for v in &RECORD_VIDEOS[1..] {
+        assert_eq!(store.delete_file_records(&id(v)).await.unwrap(), 40);
+    }
+    assert!(
+        store
+            .file_records(HashRange::ALL, None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -8,6 +8,13 @@
 //! | `<prefix>by-time/<inverted ms, 20 digits>/<id>` | the id; lists newest first in key order |
 //! | `<prefix>cluster` | the cluster state, JSON; its `mod_revision` is its version |
 //! | `<prefix>admin-lock` | `{"holder": .., "token": lease id}`, attached to a lease |
+//! | `<prefix>files/<ring hash, 16 lower-case hex>/<videoId>/<file>` | `{"size": .., "sha256": "<hex>"}`; lists by ring range in key order |
+//! | `<prefix>video-files/<videoId>/<file>` | the same record, for reading and deleting one video's |
+//!
+//! A file record is written as both keys in one transaction (the hash is
+//! fixed-width hex, so key order is `(hash, key)` order). etcd allows 128
+//! operations per transaction by default, so `record_files` commits 64 files
+//! per transaction.
 //!
 //! Create-if-absent and every read-modify-write are transactions comparing
 //! revisions, so racing writers never overwrite each other. The admin lock is
@@ -23,14 +30,20 @@ use etcd_client::{
 };
 
 use super::{
-    AdminLease, ClusterState, MetadataStore, PageRequest, Versioned, Video, VideoFacts, VideoPage,
-    VideoState,
+    AdminLease, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore, PageRequest,
+    Versioned, Video, VideoFacts, VideoPage, VideoState,
 };
 use crate::error::{Error, Result};
-use crate::id::VideoId;
+use crate::id::{ContentKey, VideoId};
+use crate::ring::{HashRange, key_hash};
+use crate::store::Sha256Digest;
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "/tritontube/";
+
+/// Files per `record_files` transaction: two keys each, within etcd's
+/// default limit of 128 operations per transaction.
+const FILES_PER_TXN: usize = 64;
 
 /// Metadata in an etcd cluster.
 #[derive(Clone)]
@@ -124,6 +137,59 @@ impl EtcdMetadataStore {
         format!("{}admin-lock", self.prefix)
     }
 
+    /// Where a file record lives in ring order.
+    fn file_hash_key(&self, key: &ContentKey) -> String {
+        self.hash_bound(key_hash(key.as_str())) + key.as_str()
+    }
+
+    /// `<prefix>files/<hash>/`: below every record of that hash and above
+    /// every record of lower hashes.
+    fn hash_bound(&self, hash: u64) -> String {
+        format!("{}files/{hash:016x}/", self.prefix)
+    }
+
+    /// Where a file record lives among its video's.
+    fn video_file_key(&self, key: &ContentKey) -> String {
+        format!("{}video-files/{}", self.prefix, key.as_str())
+    }
+
+    /// Decodes the record stored at `etcd_key` (either layout).
+    fn decode_file(&self, etcd_key: &[u8], value: &[u8]) -> Result<FileRecord> {
+        let name = String::from_utf8_lossy(etcd_key).into_owned();
+        let corrupt = |reason: String| Error::Corrupt {
+            key: name.clone(),
+            reason,
+        };
+        let key = self.file_key_of(&name).map_err(corrupt)?;
+        let v: FileValue = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+        let sha256 = Sha256Digest::from_hex(&v.sha256)
+            .ok_or_else(|| corrupt(format!("sha256 {:?} is not 64 hex digits", v.sha256)))?;
+        Ok(FileRecord {
+            key,
+            size: v.size,
+            sha256,
+        })
+    }
+
+    /// The content key named by a `files/` or `video-files/` key; for the
+    /// former, its hash must be the key's.
+    fn file_key_of(&self, name: &str) -> std::result::Result<ContentKey, String> {
+        let rest = name.strip_prefix(&self.prefix).unwrap_or(name);
+        if let Some(k) = rest.strip_prefix("video-files/") {
+            return k.parse().map_err(|e: Error| e.to_string());
+        }
+        let (hash, k) = rest
+            .strip_prefix("files/")
+            .and_then(|r| r.split_once('/'))
+            .ok_or_else(|| "not a file record key".to_string())?;
+        let key: ContentKey = k.parse().map_err(|e: Error| e.to_string())?;
+        let want = format!("{:016x}", key_hash(key.as_str()));
+        if hash != want {
+            return Err(format!("filed under hash {hash}, but its hash is {want}"));
+        }
+        Ok(key)
+    }
+
     fn err(&self, what: &str, e: etcd_client::Error) -> Error {
         Error::Unavailable {
             what: format!("etcd at {}", self.endpoints),
@@ -212,6 +278,91 @@ impl EtcdMetadataStore {
             reason: "too many concurrent updates".into(),
         })
     }
+
+    /// The keys and values of `[start, end)`, in key order, at most `limit`
+    /// (0 = all).
+    async fn range(
+        &self,
+        start: String,
+        end: String,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let opts = GetOptions::new()
+            .with_range(end)
+            .with_limit(i64::try_from(limit).unwrap_or(0))
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        let r = self
+            .retry("list", |mut c| {
+                let (start, opts) = (start.clone(), opts.clone());
+                async move { c.get(start, Some(opts)).await }
+            })
+            .await?;
+        Ok(r.kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+            .collect())
+    }
+
+    /// `[start, end)` of the ring-ordered keys of `range` strictly after
+    /// `after`, or `None` if that is empty.
+    fn file_range_keys(
+        &self,
+        range: HashRange,
+        after: Option<&ContentKey>,
+    ) -> Option<(String, String)> {
+        let mut start = self.hash_bound(range.start);
+        if let Some(k) = after {
+            // The least key above the cursor's own.
+            let past = self.file_hash_key(k) + "\0";
+            start = start.max(past);
+        }
+        let end = match range.end {
+            Some(e) => self.hash_bound(e),
+            // '0' follows '/': past every `files/` key.
+            None => format!("{}files0", self.prefix),
+        };
+        (start < end).then_some((start, end))
+    }
+
+    /// Deletes the records of `keys` (`video-files/` keys) and their
+    /// ring-ordered twins; returns how many `video-files/` keys went.
+    async fn delete_file_keys(&self, keys: &[Vec<u8>]) -> Result<u64> {
+        let mut deleted = 0;
+        for chunk in keys.chunks(FILES_PER_TXN) {
+            // The `video-files/` deletes first, so the first `chunk.len()`
+            // responses count the records.
+            let mut ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|k| TxnOp::delete(k.clone(), None))
+                .collect();
+            for k in chunk {
+                // A key whose name is not a content key has no twin to find.
+                if let Ok(key) = self.file_key_of(&String::from_utf8_lossy(k)) {
+                    ops.push(TxnOp::delete(self.file_hash_key(&key), None));
+                }
+            }
+            let r = self
+                .txn("delete file records", Txn::new().and_then(ops))
+                .await?;
+            deleted += r
+                .op_responses()
+                .iter()
+                .take(chunk.len())
+                .map(|op| match op {
+                    TxnOpResponse::Delete(d) => d.deleted() as u64,
+                    _ => 0,
+                })
+                .sum::<u64>();
+        }
+        Ok(deleted)
+    }
+}
+
+/// The value of both keys of a file record.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FileValue {
+    size: u64,
+    sha256: String,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -353,6 +504,82 @@ impl MetadataStore for EtcdMetadataStore {
                 reason: "changed while being deleted".into(),
             })
         }
+    }
+
+    async fn record_files(&self, files: &[FileRecord]) -> Result<()> {
+        // etcd refuses a transaction that puts one key twice: keep the last
+        // record of each key, as a sequence of writes would.
+        let mut last = std::collections::HashMap::new();
+        for f in files {
+            last.insert(&f.key, f);
+        }
+        let files: Vec<&FileRecord> = last.into_values().collect();
+        for chunk in files.chunks(FILES_PER_TXN) {
+            let mut ops = Vec::with_capacity(chunk.len() * 2);
+            for f in chunk {
+                let json = serde_json::to_vec(&FileValue {
+                    size: f.size,
+                    sha256: f.sha256.to_hex(),
+                })
+                .map_err(|e| Error::backend("etcd", "encode", e))?;
+                ops.push(TxnOp::put(self.file_hash_key(&f.key), json.clone(), None));
+                ops.push(TxnOp::put(self.video_file_key(&f.key), json, None));
+            }
+            self.txn("record files", Txn::new().and_then(ops)).await?;
+        }
+        Ok(())
+    }
+
+    async fn file_record(&self, key: &ContentKey) -> Result<Option<FileRecord>> {
+        let name = self.video_file_key(key);
+        self.get_raw(&name)
+            .await?
+            .map(|(value, _)| self.decode_file(name.as_bytes(), &value))
+            .transpose()
+    }
+
+    async fn file_records(
+        &self,
+        range: HashRange,
+        after: Option<&ContentKey>,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>> {
+        // An empty range has `end <= start`, so no keys either.
+        let Some((start, end)) = self.file_range_keys(range, after) else {
+            return Ok(Vec::new());
+        };
+        let limit = match limit {
+            0 => DEFAULT_FILE_RECORDS_LIMIT,
+            n => n,
+        };
+        self.range(start, end, limit)
+            .await?
+            .iter()
+            .map(|(k, v)| self.decode_file(k, v))
+            .collect()
+    }
+
+    async fn video_file_records(&self, video: &VideoId) -> Result<Vec<FileRecord>> {
+        let start = format!("{}video-files/{video}/", self.prefix);
+        // '0' follows '/': past every file of this video, before any other.
+        let end = format!("{}video-files/{video}0", self.prefix);
+        self.range(start, end, 0)
+            .await?
+            .iter()
+            .map(|(k, v)| self.decode_file(k, v))
+            .collect()
+    }
+
+    async fn delete_file_records(&self, video: &VideoId) -> Result<u64> {
+        let start = format!("{}video-files/{video}/", self.prefix);
+        let end = format!("{}video-files/{video}0", self.prefix);
+        let keys: Vec<Vec<u8>> = self
+            .range(start, end, 0)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        self.delete_file_keys(&keys).await
     }
 
     async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>> {

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::id::{NodeAddr, VideoId};
+use crate::id::{ContentKey, NodeAddr, VideoId};
+use crate::ring::HashRange;
+use crate::store::Sha256Digest;
 
 /// Where a video is in its life.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +176,20 @@ pub struct AdminLease {
     pub ttl: Duration,
 }
 
+/// The recorded truth about one stored file: its size and SHA-256 as
+/// measured when it was first stored. Replicas are checked against it, so it
+/// lives apart from any one node's copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The file's key; its ring hash (`key_hash(key.as_str())`) orders
+    /// range listings.
+    pub key: ContentKey,
+    /// Size of the whole file in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: Sha256Digest,
+}
+
 /// Stores what is known about videos and about the cluster.
 ///
 /// # Contract
@@ -191,6 +207,17 @@ pub struct AdminLease {
 ///   not yet written) and otherwise fails with [`crate::Error::Conflict`].
 /// - `try_lock_admin` never queues: if another live holder has the lock it
 ///   fails at once with [`crate::Error::Locked`].
+/// - `record_files` inserts or replaces (of one key given twice in a call,
+///   the last wins); one call is atomic where the backend allows (SQLite:
+///   one transaction; etcd: transactions of at most 64 files each, since
+///   etcd allows 128 operations per transaction by default and each file is
+///   two keys).
+/// - `file_records` lists in `(key_hash(key), key)` order, strictly after the
+///   cursor `after` (the last key of the previous page), so following the
+///   cursor pages through a range exactly once; a `limit` of 0 means 1000.
+/// - `video_file_records` is in file-name order.
+/// - `delete_video` leaves a video's file records alone: callers forget them
+///   explicitly with `delete_file_records` (once the bytes are gone).
 /// - A record that cannot be decoded is reported as
 ///   [`crate::Error::Corrupt`] naming its key, never a panic.
 #[async_trait]
@@ -205,8 +232,28 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn set_video_state(&self, id: &VideoId, state: VideoState) -> Result<()>;
     /// Replaces a video's facts.
     async fn set_video_facts(&self, id: &VideoId, facts: &VideoFacts) -> Result<()>;
-    /// Removes a video record.
+    /// Removes a video record (not its file records).
     async fn delete_video(&self, id: &VideoId) -> Result<()>;
+
+    /// Records files' checksums (insert or replace), all of one call
+    /// atomically where the backend allows (etcd: in transactions of at most
+    /// 64 files each).
+    async fn record_files(&self, files: &[FileRecord]) -> Result<()>;
+    /// The record of one file, if any.
+    async fn file_record(&self, key: &ContentKey) -> Result<Option<FileRecord>>;
+    /// Records whose ring hash `key_hash(key.as_str())` lies in `range`, in
+    /// `(hash, key)` order, strictly after `after` (a cursor: the last key of
+    /// the previous page, whose hash orders it), at most `limit` (0 = 1000).
+    async fn file_records(
+        &self,
+        range: HashRange,
+        after: Option<&ContentKey>,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>>;
+    /// Every record of one video, by file name.
+    async fn video_file_records(&self, video: &VideoId) -> Result<Vec<FileRecord>>;
+    /// Forgets every record of one video; returns how many were removed.
+    async fn delete_file_records(&self, video: &VideoId) -> Result<u64>;
 
     /// Reads the cluster state, if any was written.
     async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>>;
@@ -252,6 +299,26 @@ macro_rules! forward_metadata {
             async fn delete_video(&self, id: &VideoId) -> Result<()> {
                 (**self).delete_video(id).await
             }
+            async fn record_files(&self, files: &[FileRecord]) -> Result<()> {
+                (**self).record_files(files).await
+            }
+            async fn file_record(&self, key: &ContentKey) -> Result<Option<FileRecord>> {
+                (**self).file_record(key).await
+            }
+            async fn file_records(
+                &self,
+                range: HashRange,
+                after: Option<&ContentKey>,
+                limit: usize,
+            ) -> Result<Vec<FileRecord>> {
+                (**self).file_records(range, after, limit).await
+            }
+            async fn video_file_records(&self, video: &VideoId) -> Result<Vec<FileRecord>> {
+                (**self).video_file_records(video).await
+            }
+            async fn delete_file_records(&self, video: &VideoId) -> Result<u64> {
+                (**self).delete_file_records(video).await
+            }
             async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>> {
                 (**self).cluster_state().await
             }
@@ -291,6 +358,9 @@ mod sqlite;
 
 pub use etcd::{DEFAULT_PREFIX, EtcdMetadataStore};
 pub use sqlite::SqliteMetadataStore;
+
+/// Page size of [`MetadataStore::file_records`] when asked for 0.
+const DEFAULT_FILE_RECORDS_LIMIT: usize = 1000;
 
 /// Opens a metadata store from the course project's command-line words:
 /// `("sqlite", "./metadata.db")` or `("etcd", "h1:2379,h2:2379")`.

@@ -5,6 +5,9 @@
 //! `PRAGMA user_version`; opening an older file upgrades it, including a
 //! metadata file written by the course project (its `videos(id, uploaded_at)`
 //! rows become ready videos).
+//!
+//! Version 2 added `file_records`, the size and SHA-256 of every stored file,
+//! indexed by `(ring_hash, key)` for listings by ring range and by `video`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,14 +17,16 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    AdminLease, ClusterState, MetadataStore, PageRequest, Versioned, Video, VideoFacts, VideoPage,
-    VideoState,
+    AdminLease, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore, PageRequest,
+    Versioned, Video, VideoFacts, VideoPage, VideoState,
 };
 use crate::error::{Error, Result};
-use crate::id::VideoId;
+use crate::id::{ContentKey, VideoId};
+use crate::ring::{HashRange, key_hash};
+use crate::store::Sha256Digest;
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Metadata in a SQLite file.
 #[derive(Debug, Clone)]
@@ -105,13 +110,27 @@ impl SqliteMetadataStore {
     }
 }
 
-/// Creates or upgrades the schema.
+/// Creates or upgrades the schema, one version step at a time, in one
+/// transaction (a failed upgrade leaves the file as it was).
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version >= SCHEMA_VERSION {
         return Ok(());
     }
     let tx = conn.unchecked_transaction()?;
+    if version < 1 {
+        create_v1(&tx)?;
+    }
+    if version < 2 {
+        create_v2(&tx)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// Version 1: videos, cluster state, admin lock, counters; a course-project
+/// file's videos are kept.
+fn create_v1(tx: &Connection) -> rusqlite::Result<()> {
     let legacy: bool = tx
         .query_row(
             "SELECT COUNT(*) FROM pragma_table_info('videos') WHERE name = 'uploaded_at'",
@@ -144,34 +163,63 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
          CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
     )?;
     if legacy {
-        let mut rows = Vec::new();
-        {
-            let mut stmt = tx.prepare(
-                "SELECT id, COALESCE(CAST(strftime('%s', substr(uploaded_at, 1, 19)) AS INTEGER) * 1000, 0)
-                 FROM videos_course_project",
-            )?;
-            let mut q = stmt.query([])?;
-            while let Some(r) = q.next()? {
-                rows.push((r.get::<_, String>(0)?, r.get::<_, i64>(1)?));
-            }
-        }
-        for (id, ms) in rows {
-            let Ok(vid) = VideoId::new(id.clone()) else {
-                tracing::warn!(id, "skipping a course-project video with an invalid id");
-                continue;
-            };
-            let mut v = Video::new(vid, id.clone());
-            v.uploaded_at_ms = ms;
-            v.state = VideoState::Ready;
-            let json = serde_json::to_string(&v).unwrap_or_default();
-            tx.execute(
-                "INSERT OR IGNORE INTO videos (id, uploaded_at_ms, record) VALUES (?1, ?2, ?3)",
-                params![id, ms, json],
-            )?;
+        import_course_project(tx)?;
+    }
+    Ok(())
+}
+
+/// Copies the course project's videos (renamed aside by [`create_v1`]) in as
+/// ready videos.
+fn import_course_project(tx: &Connection) -> rusqlite::Result<()> {
+    let mut rows = Vec::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT id, COALESCE(CAST(strftime('%s', substr(uploaded_at, 1, 19)) AS INTEGER) * 1000, 0)
+             FROM videos_course_project",
+        )?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            rows.push((r.get::<_, String>(0)?, r.get::<_, i64>(1)?));
         }
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()
+    for (id, ms) in rows {
+        let Ok(vid) = VideoId::new(id.clone()) else {
+            tracing::warn!(id, "skipping a course-project video with an invalid id");
+            continue;
+        };
+        let mut v = Video::new(vid, id.clone());
+        v.uploaded_at_ms = ms;
+        v.state = VideoState::Ready;
+        let json = serde_json::to_string(&v).unwrap_or_default();
+        tx.execute(
+            "INSERT OR IGNORE INTO videos (id, uploaded_at_ms, record) VALUES (?1, ?2, ?3)",
+            params![id, ms, json],
+        )?;
+    }
+    Ok(())
+}
+
+/// Version 2: the recorded size and SHA-256 of every stored file. The ring
+/// hash is stored order-preserved as a signed integer (see
+/// [`ordered_hash`]) so that ranges of the ring are ranges of the index.
+fn create_v2(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS file_records (
+             key TEXT PRIMARY KEY,
+             video TEXT NOT NULL,
+             ring_hash INTEGER NOT NULL,
+             size INTEGER NOT NULL,
+             sha256 BLOB NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS file_records_by_hash ON file_records (ring_hash, key);
+         CREATE INDEX IF NOT EXISTS file_records_by_video ON file_records (video);",
+    )
+}
+
+/// A ring hash as SQLite's signed integer, with the top bit flipped so that
+/// signed order equals the unsigned order of the hashes.
+fn ordered_hash(h: u64) -> i64 {
+    (h ^ (1 << 63)) as i64
 }
 
 fn sql_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
@@ -236,6 +284,84 @@ fn parse_cursor(c: &str) -> Result<(i64, String)> {
                 "expected the `next` value of a previous page",
             )
         })
+}
+
+/// Decodes one `file_records` row; a bad row is [`Error::Corrupt`] naming it.
+fn decode_file(key: String, size: i64, sha256: Vec<u8>) -> Result<FileRecord> {
+    let corrupt = |reason: String| Error::Corrupt {
+        key: format!("file_records/{key}"),
+        reason,
+    };
+    let parsed = key
+        .parse::<ContentKey>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let sha256 = Sha256Digest::from_slice(&sha256)
+        .ok_or_else(|| corrupt(format!("sha256 is {} bytes, expected 32", sha256.len())))?;
+    Ok(FileRecord {
+        key: parsed,
+        // Stored as the same 64 bits, so sizes past i64::MAX round-trip.
+        size: size as u64,
+        sha256,
+    })
+}
+
+/// Runs a `SELECT key, size, sha256 ...` and decodes its rows.
+fn query_files(
+    c: &Connection,
+    path: &Path,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<FileRecord>> {
+    let mut stmt = c
+        .prepare_cached(sql)
+        .map_err(|e| sql_error(path, "read file records", e))?;
+    let rows: Vec<(String, i64, Vec<u8>)> = stmt
+        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|m| m.collect())
+        .map_err(|e| sql_error(path, "read file records", e))?;
+    rows.into_iter()
+        .map(|(k, size, sha)| decode_file(k, size, sha))
+        .collect()
+}
+
+/// One `file_records` row to write.
+struct FileRow {
+    key: String,
+    video: String,
+    ring_hash: i64,
+    size: i64,
+    sha256: [u8; 32],
+}
+
+impl From<&FileRecord> for FileRow {
+    fn from(f: &FileRecord) -> Self {
+        FileRow {
+            key: f.key.as_str().to_string(),
+            video: f.key.video().as_str().to_string(),
+            ring_hash: ordered_hash(key_hash(f.key.as_str())),
+            size: f.size as i64,
+            sha256: f.sha256.0,
+        }
+    }
+}
+
+fn write_files(c: &mut Connection, path: &Path, rows: &[FileRow]) -> Result<()> {
+    let err = |e| sql_error(path, "record files", e);
+    let tx = c.transaction().map_err(err)?;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO file_records (key, video, ring_hash, size, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(key) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256",
+            )
+            .map_err(err)?;
+        for r in rows {
+            stmt.execute(params![r.key, r.video, r.ring_hash, r.size, &r.sha256[..]])
+                .map_err(err)?;
+        }
+    }
+    tx.commit().map_err(|e| sql_error(path, "commit", e))
 }
 
 impl SqliteMetadataStore {
@@ -378,6 +504,81 @@ impl MetadataStore for SqliteMetadataStore {
                 return Err(Error::not_found(format!("video {id}")));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn record_files(&self, files: &[FileRecord]) -> Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<FileRow> = files.iter().map(FileRow::from).collect();
+        let path = self.path.clone();
+        self.call("record files", move |c| write_files(c, &path, &rows))
+            .await
+    }
+
+    async fn file_record(&self, key: &ContentKey) -> Result<Option<FileRecord>> {
+        let key = key.as_str().to_string();
+        let path = self.path.clone();
+        self.call("read file record", move |c| {
+            let sql = "SELECT key, size, sha256 FROM file_records WHERE key = ?1";
+            Ok(query_files(c, &path, sql, [key])?.pop())
+        })
+        .await
+    }
+
+    async fn file_records(
+        &self,
+        range: HashRange,
+        after: Option<&ContentKey>,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = match limit {
+            0 => DEFAULT_FILE_RECORDS_LIMIT,
+            n => n,
+        };
+        // A non-empty range's `end` is above `start`, so `end - 1` (the
+        // inclusive top) cannot underflow.
+        let hi = ordered_hash(range.end.map_or(u64::MAX, |e| e - 1));
+        // One row-value lower bound, so SQLite seeks straight to it in the
+        // index: every key is above "" at the range's first hash, and the
+        // cursor, when later, is the bound instead.
+        let mut lower = (ordered_hash(range.start), String::new());
+        if let Some(k) = after {
+            lower = lower.max((ordered_hash(key_hash(k.as_str())), k.as_str().to_string()));
+        }
+        let path = self.path.clone();
+        self.call("list file records", move |c| {
+            let sql = "SELECT key, size, sha256 FROM file_records
+                       WHERE (ring_hash, key) > (?1, ?2) AND ring_hash <= ?3
+                       ORDER BY ring_hash, key LIMIT ?4";
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            query_files(c, &path, sql, params![lower.0, lower.1, hi, limit])
+        })
+        .await
+    }
+
+    async fn video_file_records(&self, video: &VideoId) -> Result<Vec<FileRecord>> {
+        let video = video.as_str().to_string();
+        let path = self.path.clone();
+        self.call("list a video's file records", move |c| {
+            let sql = "SELECT key, size, sha256 FROM file_records WHERE video = ?1 ORDER BY key";
+            query_files(c, &path, sql, [video])
+        })
+        .await
+    }
+
+    async fn delete_file_records(&self, video: &VideoId) -> Result<u64> {
+        let video = video.as_str().to_string();
+        let path = self.path.clone();
+        self.call("delete file records", move |c| {
+            c.execute("DELETE FROM file_records WHERE video = ?1", [video])
+                .map(|n| n as u64)
+                .map_err(|e| sql_error(&path, "delete file records", e))
         })
         .await
     }
