@@ -113,7 +113,11 @@ fn rot(path: &Path, at: u64) {
     assert_eq!(after.mtime_nsec(), before.mtime_nsec());
 }
 
-async fn read_all(c: &NodeClient, k: &ContentKey, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>, Error> {
+async fn read_all(
+    c: &NodeClient,
+    k: &ContentKey,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<Vec<u8>, Error> {
     use futures::TryStreamExt;
     let got = c.get(k, GetOptions { range }).await?;
     let chunks: Vec<Bytes> = got.stream.try_collect().await?;
@@ -130,9 +134,14 @@ async fn rotten_bytes_are_never_served_and_are_quarantined() {
     node.client.put_bytes(&kb, big.clone()).await.unwrap();
     node.client.put_bytes(&ks, small.clone()).await.unwrap();
     // Good bytes read back whole and by range.
-    assert_eq!(read_all(&node.client, &kb, None).await.unwrap(), big.to_vec());
     assert_eq!(
-        read_all(&node.client, &kb, Some(1_500_000..3_200_000)).await.unwrap(),
+        read_all(&node.client, &kb, None).await.unwrap(),
+        big.to_vec()
+    );
+    assert_eq!(
+        read_all(&node.client, &kb, Some(1_500_000..3_200_000))
+            .await
+            .unwrap(),
         big[1_500_000..3_200_000].to_vec()
     );
 
@@ -140,7 +149,9 @@ async fn rotten_bytes_are_never_served_and_are_quarantined() {
     rot(&dir.path().join("v/small.m4s"), 1000);
     // A range before the rotten chunk is still good bytes...
     assert_eq!(
-        read_all(&node.client, &kb, Some(0..1_000_000)).await.unwrap(),
+        read_all(&node.client, &kb, Some(0..1_000_000))
+            .await
+            .unwrap(),
         big[..1_000_000].to_vec()
     );
     // ...but no read ever yields the rotten chunk: the stream fails there.
@@ -150,15 +161,28 @@ async fn rotten_bytes_are_never_served_and_are_quarantined() {
     assert!(matches!(s, Err(Error::BadCopy { .. })), "{s:?}");
     // Both are now in quarantine: not served, not listed, counted.
     for k in [&kb, &ks] {
-        assert!(matches!(node.client.head(k).await, Err(Error::NotFound { .. })));
+        assert!(matches!(
+            node.client.head(k).await,
+            Err(Error::NotFound { .. })
+        ));
     }
     assert!(node.client.list_all(None).await.unwrap().is_empty());
     let h = node.client.health().await.unwrap();
     assert_eq!((h.quarantined, h.file_count, h.total_bytes), (2, 0, 0));
-    assert!(dir.path().join(".tritontube/quarantine/v").read_dir().unwrap().count() == 2);
+    assert!(
+        dir.path()
+            .join(".tritontube/quarantine/v")
+            .read_dir()
+            .unwrap()
+            .count()
+            == 2
+    );
     // A good copy put again is served again.
     node.client.put_bytes(&ks, small.clone()).await.unwrap();
-    assert_eq!(read_all(&node.client, &ks, None).await.unwrap(), small.to_vec());
+    assert_eq!(
+        read_all(&node.client, &ks, None).await.unwrap(),
+        small.to_vec()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,7 +207,10 @@ async fn the_scrubber_finds_rot_nobody_reads() {
             assert_eq!(h.file_count, 19);
             break;
         }
-        assert!(Instant::now() < deadline, "scrubber made no progress: {h:?}");
+        assert!(
+            Instant::now() < deadline,
+            "scrubber made no progress: {h:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(matches!(
@@ -212,7 +239,11 @@ async fn concurrent_puts_of_one_key_leave_body_and_checksum_agreeing() {
         }
         let on_disk = std::fs::read(&path).unwrap();
         let head = node.client.head(&k).await.unwrap();
-        assert_eq!(head.sha256.0, sha(&on_disk), "round {round}: index and body disagree");
+        assert_eq!(
+            head.sha256.0,
+            sha(&on_disk),
+            "round {round}: index and body disagree"
+        );
         let listed = node.client.list_all(None).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].sha256.0, sha(&on_disk), "round {round}");
@@ -231,7 +262,10 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
                     stack.push(p);
                 }
             } else if p.parent().is_some_and(|d| d.ends_with(".tritontube/tmp"))
-                || p.file_name().unwrap().to_string_lossy().starts_with(".tmp-")
+                || p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
             {
                 out.push(p);
             }
@@ -258,14 +292,22 @@ async fn a_cut_upload_or_a_killed_node_leaves_no_temp_file() {
     });
     tx.send(Ok(body(1, 1024 * 1024))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(temp_files(dir.path()).len(), 1, "the body in flight is in the temp dir");
+    assert_eq!(
+        temp_files(dir.path()).len(),
+        1,
+        "the body in flight is in the temp dir"
+    );
     put.abort();
     drop(tx);
     let deadline = Instant::now() + Duration::from_secs(5);
     while temp_files(dir.path()).len() != 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(temp_files(dir.path()).is_empty(), "{:?}", temp_files(dir.path()));
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        temp_files(dir.path())
+    );
 
     // kill -9 of the node itself mid-body: the next start removes it.
     let (tx, rx) = tokio::sync::mpsc::channel::<tritontube_core::Result<Bytes>>(1);
@@ -280,7 +322,11 @@ async fn a_cut_upload_or_a_killed_node_leaves_no_temp_file() {
     assert!(!temp_files(dir.path()).is_empty());
     let _ = put.await;
     let node = start_node(dir.path()).await;
-    assert!(temp_files(dir.path()).is_empty(), "{:?}", temp_files(dir.path()));
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        temp_files(dir.path())
+    );
     assert!(matches!(
         node.client.head(&key("cut", "big.m4s")).await,
         Err(Error::NotFound { .. })
@@ -300,7 +346,10 @@ fn disk_files(dir: &Path) -> std::collections::BTreeMap<String, [u8; 32]> {
             if fname.starts_with('.') {
                 continue;
             }
-            out.insert(format!("{name}/{fname}"), sha(&std::fs::read(f.path()).unwrap()));
+            out.insert(
+                format!("{name}/{fname}"),
+                sha(&std::fs::read(f.path()).unwrap()),
+            );
         }
     }
     out
@@ -337,11 +386,19 @@ async fn after_kill_9_amid_puts_and_deletes_index_and_directory_agree() {
                 let c = node.client.clone();
                 tokio::spawn(async move {
                     for i in 0u32.. {
-                        let k = key(&format!("v{}", i % 5), &format!("f{}.m4s", (i * 7 + w as u32) % 40));
+                        let k = key(
+                            &format!("v{}", i % 5),
+                            &format!("f{}.m4s", (i * 7 + w as u32) % 40),
+                        );
                         let _ = if i % 3 == 2 {
                             c.delete(&k).await
                         } else {
-                            c.put_bytes(&k, body(w ^ round ^ i as u8, 1000 + (i as usize % 5) * 70_000)).await.map(|_| ())
+                            c.put_bytes(
+                                &k,
+                                body(w ^ round ^ i as u8, 1000 + (i as usize % 5) * 70_000),
+                            )
+                            .await
+                            .map(|_| ())
                         };
                     }
                 })
@@ -407,7 +464,11 @@ async fn a_large_course_directory_is_up_at_once_and_indexed_in_the_background() 
     for _ in 0..20 {
         let t = Instant::now();
         node.client.health().await.unwrap();
-        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
     }
     wait_indexed(&node.client).await;
     let h = node.client.health().await.unwrap();
@@ -422,7 +483,10 @@ async fn an_index_deleted_while_stopped_is_rebuilt_and_nothing_is_lost() {
     let id = node.client.health().await.unwrap().node_id;
     for i in 0..50u8 {
         node.client
-            .put_bytes(&key(&format!("v{}", i % 4), &format!("f{i}")), body(i, 3000 + i as usize))
+            .put_bytes(
+                &key(&format!("v{}", i % 4), &format!("f{i}")),
+                body(i, 3000 + i as usize),
+            )
             .await
             .unwrap();
     }

@@ -148,11 +148,7 @@ async fn bad_keys_are_refused_and_nothing_escapes_the_base_dir() {
         1,
         "only the base dir exists"
     );
-    assert_eq!(
-        walk(&base).len(),
-        0,
-        "base dir holds no file"
-    );
+    assert_eq!(walk(&base).len(), 0, "base dir holds no file");
 
     // A missing key is NOT_FOUND, never an internal error.
     let e = c

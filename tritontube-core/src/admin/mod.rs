@@ -344,10 +344,7 @@ impl ClusterAdmin for AdminService {
                     key: p.key().to_string(),
                     kind: p.kind().into(),
                     node: p.node().to_string(),
-                    detail: match p {
-                        crate::cluster::Problem::Mismatch { detail, .. } => detail.clone(),
-                        _ => String::new(),
-                    },
+                    detail: p.detail().to_string(),
                 })
                 .collect(),
         }))

@@ -23,10 +23,11 @@
 mod heal;
 pub mod health;
 mod plan;
+mod scan;
 
 pub use heal::{HealConfig, run_healer};
 pub use health::{HealthConfig, HealthTracker, Liveness, NodeLiveness};
-pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, owners_of, plan};
+pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, Recorded, owners_of, plan};
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -35,14 +36,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr};
 use crate::metadata::{AdminLease, ClusterState, MetadataStore, NodeEntry, Versioned};
+use crate::ring::HashRange;
 use crate::ring::TokenRing;
-use crate::store::{ContentStore, GetOptions, PutOptions};
+use crate::store::{ContentStore, GetOptions, MetaStream, PutOptions};
 
 /// How a node answered a health check.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -71,6 +73,9 @@ pub struct NodeHealth {
 pub trait Nodes: Debug + Send + Sync + 'static {
     /// A store that talks to exactly the node at `addr`.
     fn node(&self, addr: &NodeAddr) -> Arc<dyn ContentStore>;
+    /// What the node at `addr` holds in `ranges` of ring hashes (ascending),
+    /// streamed in (hash, key) order.
+    fn list_ranges(&self, addr: &NodeAddr, ranges: Vec<HashRange>) -> MetaStream<'static>;
     /// Asks the node at `addr` whether it is serving.
     async fn health(&self, addr: &NodeAddr) -> Result<NodeHealth>;
     /// Routes reads and writes by `state` from now on (its `pending` list
@@ -417,13 +422,18 @@ impl ClusterManager {
             if all_up {
                 tracing::info!("finishing the interrupted ring change");
                 self.set_progress(|p| p.change = "recovery: finish interrupted change".into());
-                let migrated = self.copy_phase(&state.value, &pending).await?;
+                let batches = scan::changed_batches(
+                    &ring_of(&state.value.nodes, state.value.vnodes),
+                    &ring_of(&pending, state.value.vnodes),
+                    state.value.replicas as usize,
+                );
+                let migrated = self.copy_phase(&state.value, &pending, batches).await?;
                 state = self.commit(state, lock).await?;
                 tracing::info!(migrated, "interrupted ring change committed");
             } else {
                 tracing::warn!("a new node of the interrupted change is down: rolling back");
                 let mut rolled = state.value.clone();
-                rolled.previous = Some(union(&rolled.nodes, &pending));
+                rolled.previous = Some(pending);
                 rolled.pending = None;
                 let version = self
                     .meta
@@ -501,8 +511,14 @@ impl ClusterManager {
         };
         self.nodes.apply(&state.value);
 
-        // 4–5. Plan from what nodes hold, copy.
-        let migrated = match self.copy_phase(&state.value, &new_nodes).await {
+        // 4–5. Plan from what nodes hold in the ranges that change owners,
+        // copy.
+        let batches = scan::changed_batches(
+            &ring_of(&state.value.nodes, state.value.vnodes),
+            &ring_of(&new_nodes, state.value.vnodes),
+            state.value.replicas as usize,
+        );
+        let migrated = match self.copy_phase(&state.value, &new_nodes, batches).await {
             Ok(n) => n,
             Err(e) => {
                 self.roll_back(state).await;
@@ -533,8 +549,8 @@ impl ClusterManager {
         self.set_progress(|p| p.phase = Phase::Committing);
         let mut next = state.value.clone();
         let pending = next.pending.take().unwrap_or_default();
-        next.previous = Some(union(&next.nodes, &pending));
-        next.nodes = pending;
+        // The layout whose surplus copies the clean-up removes.
+        next.previous = Some(std::mem::replace(&mut next.nodes, pending));
         next.epoch += 1;
         let version = self
             .meta
@@ -549,7 +565,8 @@ impl ClusterManager {
     async fn roll_back(&self, state: Versioned<ClusterState>) {
         let mut back = state.value.clone();
         if let Some(p) = back.pending.take() {
-            back.previous = Some(union(&back.nodes, &p));
+            // Copies already made to the pending owners are the surplus.
+            back.previous = Some(p);
         }
         match self
             .meta
@@ -574,63 +591,39 @@ impl ClusterManager {
         }
     }
 
-    /// Lists every node of `nodes`: key → holders. A node outside
-    /// `required` that cannot be listed (a dead node being removed) is
-    /// skipped: its files are copied from the surviving replicas instead.
-    async fn holdings(&self, nodes: &[NodeEntry], required: &[NodeEntry]) -> Result<Holdings> {
-        // All nodes are listed at once: a change waits for the slowest
-        // listing, not for their sum.
-        let listings = futures::future::join_all(nodes.iter().map(|n| async move {
-            let store = self.nodes.node(&n.addr);
-            let mut found = Vec::new();
-            let mut list = store.list(None);
-            while let Some(meta) = list.try_next().await? {
-                found.push(meta);
-            }
-            Ok::<_, Error>(found)
-        }))
-        .await;
-        let mut holdings = Holdings::new();
-        for (n, listed) in nodes.iter().zip(listings) {
-            let found = match listed {
-                Ok(found) => found,
-                Err(e) => {
-                    if required.iter().any(|r| r.addr == n.addr) {
-                        return Err(node_error(&n.addr, "list", e));
-                    }
-                    tracing::warn!(node = %n.addr, error = %e, "cannot list a departing node; using the other replicas");
-                    continue;
-                }
-            };
-            for meta in found {
-                holdings
-                    .entry(meta.key.clone())
-                    .or_default()
-                    .push((n.addr.clone(), meta));
-            }
-        }
-        Ok(holdings)
-    }
-
-    async fn copy_phase(&self, state: &ClusterState, target: &[NodeEntry]) -> Result<u64> {
+    async fn copy_phase(
+        &self,
+        state: &ClusterState,
+        target: &[NodeEntry],
+        batches: Vec<Vec<HashRange>>,
+    ) -> Result<u64> {
         self.set_progress(|p| p.phase = Phase::Planning);
         let all = union(&state.nodes, target);
-        let holdings = self.holdings(&all, target).await?;
         let ring = ring_of(target, state.vnodes);
-        let plan = plan(&holdings, &ring, state.replicas as usize);
-        let total = plan.copies.len() as u64;
-        let bytes = plan.copy_bytes();
-        self.set_progress(|p| {
-            p.phase = Phase::Copying;
-            p.files_total = total;
-            p.bytes_total = bytes;
-        });
-        tracing::info!(copies = total, bytes, "migration planned");
+        let replicas = state.replicas as usize;
         let started = std::time::Instant::now();
-        self.run_copies(plan.copies).await?;
+        let (mut total, mut bytes) = (0, 0);
+        tracing::info!(
+            batches = batches.len(),
+            "migration planning by changed ranges"
+        );
+        for batch in batches {
+            let plan = self.scan(&all, target, &batch, &ring, replicas).await?;
+            let n = plan.copies.len() as u64;
+            let b = plan.copy_bytes();
+            total += n;
+            bytes += b;
+            self.set_progress(|p| {
+                p.phase = Phase::Copying;
+                p.files_total += n;
+                p.bytes_total += b;
+            });
+            self.run_copies(plan.copies).await?;
+        }
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(
             copies = total,
+            bytes,
             secs,
             mib_per_s = bytes as f64 / 1048576.0 / secs.max(1e-9),
             "migration copies done"
@@ -667,6 +660,8 @@ impl ClusterManager {
     async fn copy_one(&self, task: &CopyTask) -> Result<()> {
         let mut last = None;
         for source in &task.sources {
+            // The recorded size and checksum: the target refuses anything
+            // else, so a bad source can never spread.
             let opts = PutOptions {
                 expected_sha256: Some(task.sha256),
                 expected_size: Some(task.size),
@@ -682,39 +677,49 @@ impl ClusterManager {
     }
 
     /// Deletes copies not owned under `state`'s current ring from every node
-    /// in it and in `previous`, then clears `previous`.
+    /// in it and in `previous` (over the ranges that changed owners between
+    /// the two, or the whole ring when there is no previous layout), then
+    /// clears `previous`.
     async fn cleanup(&self, state: Versioned<ClusterState>) -> Result<()> {
         self.set_progress(|p| p.phase = Phase::Cleaning);
-        let mut all = state.value.nodes.clone();
-        if let Some(prev) = &state.value.previous {
-            all = union(&all, prev);
-        }
-        let current: BTreeSet<&NodeAddr> = state.value.nodes.iter().map(|n| &n.addr).collect();
+        let current = &state.value.nodes;
+        let replicas = state.value.replicas as usize;
+        let ring = ring_of(current, state.value.vnodes);
+        let (all, batches) = match &state.value.previous {
+            Some(prev) => (
+                union(current, prev),
+                scan::changed_batches(&ring_of(prev, state.value.vnodes), &ring, replicas),
+            ),
+            None => (current.clone(), scan::whole_ring()),
+        };
         // A departed node that no longer answers cannot be cleaned; skip it
         // rather than block the cluster.
         let mut reachable = Vec::new();
         for n in all {
-            if current.contains(&n.addr) || self.health(&n.addr).await.is_ok() {
+            if current.iter().any(|c| c.addr == n.addr) || self.health(&n.addr).await.is_ok() {
                 reachable.push(n);
             } else {
                 tracing::warn!(node = %n.addr, "departed node unreachable; its copies are left in place");
             }
         }
-        let holdings = self.holdings(&reachable, &state.value.nodes).await?;
-        let ring = ring_of(&state.value.nodes, state.value.vnodes);
-        let plan = plan(&holdings, &ring, state.value.replicas as usize);
         let started = std::time::Instant::now();
-        let deletions = plan.safe_deletions();
-        let count = deletions.len();
-        futures::stream::iter(deletions)
-            .for_each_concurrent(self.config.copy_concurrency.max(1), |d| async move {
-                if let Err(e) = self.nodes.node(&d.node).delete(&d.key).await
-                    && !e.is_not_found()
-                {
-                    tracing::warn!(node = %d.node, key = %d.key, error = %e, "could not delete surplus copy");
-                }
-            })
-            .await;
+        let mut count = 0;
+        for batch in batches {
+            let plan = self
+                .scan(&reachable, current, &batch, &ring, replicas)
+                .await?;
+            let deletions = plan.safe_deletions();
+            count += deletions.len();
+            futures::stream::iter(deletions)
+                .for_each_concurrent(self.config.copy_concurrency.max(1), |d| async move {
+                    if let Err(e) = self.nodes.node(&d.node).delete(&d.key).await
+                        && !e.is_not_found()
+                    {
+                        tracing::warn!(node = %d.node, key = %d.key, error = %e, "could not delete surplus copy");
+                    }
+                })
+                .await;
+        }
         tracing::info!(
             deleted = count,
             secs = started.elapsed().as_secs_f64(),
@@ -730,21 +735,29 @@ impl ClusterManager {
         Ok(())
     }
 
-    /// Checks that every file is on exactly its owners and that all copies
-    /// agree.
+    /// Checks that every file is on exactly its owners and that every copy
+    /// matches the size and SHA-256 recorded when it was stored. Works range
+    /// by range, several at once, in bounded memory.
     pub async fn verify(&self) -> Result<VerifyReport> {
         let state = self.state().await?.value;
         let mut all = state.nodes.clone();
         for extra in [&state.pending, &state.previous].into_iter().flatten() {
             all = union(&all, extra);
         }
-        let holdings = self.holdings(&all, &[]).await?;
         let ring = ring_of(&state.nodes, state.vnodes);
-        let plan = plan(&holdings, &ring, state.replicas as usize);
-        Ok(VerifyReport {
-            files_checked: plan.files,
-            problems: plan.problems,
-        })
+        let mut report = VerifyReport::default();
+        self.scan_all(
+            &all,
+            &ring,
+            state.replicas as usize,
+            scan::whole_ring(),
+            |p| {
+                report.files_checked += p.files;
+                report.problems.extend(p.problems);
+            },
+        )
+        .await?;
+        Ok(report)
     }
 
     /// Makes what [`ClusterManager::verify`] finds right: missing and bad
@@ -767,7 +780,9 @@ impl ClusterManager {
                 change: "repair".into(),
                 ..Progress::default()
             });
-            let n = self.copy_phase(&state.value, &state.value.nodes).await?;
+            let n = self
+                .copy_phase(&state.value, &state.value.nodes, scan::whole_ring())
+                .await?;
             self.cleanup(state).await?;
             Ok(n)
         }
@@ -821,17 +836,20 @@ impl ClusterManager {
                 ),
                 ..Progress::default()
             });
-            let holdings = self.holdings(&live, &live).await?;
             let ring = ring_of(&live, state.vnodes);
-            let plan = plan(&holdings, &ring, (state.replicas as usize).min(live.len()));
-            let total = plan.copies.len() as u64;
-            let bytes = plan.copy_bytes();
-            self.set_progress(|p| {
-                p.phase = Phase::Copying;
-                p.files_total = total;
-                p.bytes_total = bytes;
-            });
-            self.run_copies(plan.copies).await?;
+            let replicas = (state.replicas as usize).min(live.len());
+            let mut total = 0;
+            for batch in scan::whole_ring() {
+                let plan = self.scan(&live, &live, &batch, &ring, replicas).await?;
+                let (n, bytes) = (plan.copies.len() as u64, plan.copy_bytes());
+                total += n;
+                self.set_progress(|p| {
+                    p.phase = Phase::Copying;
+                    p.files_total += n;
+                    p.bytes_total += bytes;
+                });
+                self.run_copies(plan.copies).await?;
+            }
             Ok(total)
         }
         .await;

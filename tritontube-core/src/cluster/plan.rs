@@ -1,12 +1,25 @@
 //! Planning a ring change from what the nodes actually hold.
 //!
 //! A plan is never computed from an in-memory record of past uploads: the
-//! migrator lists every node first, and this module compares those holdings
-//! with the owners the target ring assigns. The same comparison serves three
-//! purposes: the copy phase of a migration, the clean-up phase after a commit,
-//! and `verify` / `repair`.
+//! migrator lists what the nodes hold (only the ring ranges that change
+//! owners), and this module compares those holdings with the owners the
+//! target ring assigns. The same comparison serves three purposes: the copy
+//! phase of a migration, the clean-up phase after a commit, and `verify` /
+//! `repair`.
+//!
+//! The truth about a file's bytes is the size and SHA-256 recorded in the
+//! metadata store when it was first stored ([`Recorded`]). A copy is good
+//! only if it matches that record; copies are never compared with each
+//! other to decide. A file with no good copy is reported lost and nothing is
+//! copied or deleted for it. Only for a file with no record at all (stored
+//! before records existed, or orphaned) do the copies vote, and a tie is
+//! reported as a conflict, never settled by chance.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// Recorded (size, SHA-256) of files, by key: the truth copies are checked
+/// against.
+pub type Recorded = HashMap<ContentKey, (u64, Sha256Digest)>;
 
 use crate::id::{ContentKey, NodeAddr};
 use crate::ring::{HashRing, TokenRing};
@@ -56,11 +69,30 @@ pub enum Problem {
         /// The node holding it.
         node: NodeAddr,
     },
-    /// A copy's checksum or size differs from the others'.
-    Mismatch {
+    /// A copy's size or SHA-256 differs from the recorded ones (or, for a
+    /// file without a record, from the copies' majority).
+    Corrupt {
         /// The file.
         key: ContentKey,
-        /// The node holding the odd copy.
+        /// The node holding the bad copy.
+        node: NodeAddr,
+        /// Details.
+        detail: String,
+    },
+    /// No copy matches the record: nothing good is left to copy from.
+    Lost {
+        /// The file.
+        key: ContentKey,
+        /// A node that holds a (bad) copy, or the first owner.
+        node: NodeAddr,
+        /// Details.
+        detail: String,
+    },
+    /// A file without a record whose copies disagree with no majority.
+    Conflict {
+        /// The file.
+        key: ContentKey,
+        /// One of the nodes holding a disputed copy.
         node: NodeAddr,
         /// Details.
         detail: String,
@@ -68,12 +100,24 @@ pub enum Problem {
 }
 
 impl Problem {
-    /// `"missing"`, `"surplus"` or `"mismatch"`.
+    /// `"missing"`, `"surplus"`, `"corrupt"`, `"lost"` or `"conflict"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Problem::Missing { .. } => "missing",
             Problem::Surplus { .. } => "surplus",
-            Problem::Mismatch { .. } => "mismatch",
+            Problem::Corrupt { .. } => "corrupt",
+            Problem::Lost { .. } => "lost",
+            Problem::Conflict { .. } => "conflict",
+        }
+    }
+
+    /// Details for people (empty for missing and surplus copies).
+    pub fn detail(&self) -> &str {
+        match self {
+            Problem::Corrupt { detail, .. }
+            | Problem::Lost { detail, .. }
+            | Problem::Conflict { detail, .. } => detail,
+            _ => "",
         }
     }
 
@@ -82,7 +126,9 @@ impl Problem {
         match self {
             Problem::Missing { key, .. }
             | Problem::Surplus { key, .. }
-            | Problem::Mismatch { key, .. } => key,
+            | Problem::Corrupt { key, .. }
+            | Problem::Lost { key, .. }
+            | Problem::Conflict { key, .. } => key,
         }
     }
 
@@ -91,7 +137,9 @@ impl Problem {
         match self {
             Problem::Missing { node, .. }
             | Problem::Surplus { node, .. }
-            | Problem::Mismatch { node, .. } => node,
+            | Problem::Corrupt { node, .. }
+            | Problem::Lost { node, .. }
+            | Problem::Conflict { node, .. } => node,
         }
     }
 }
@@ -141,92 +189,122 @@ pub fn owners_of(ring: &TokenRing, key: &ContentKey, replicas: usize) -> Vec<Nod
     }
 }
 
-/// Compares `holdings` with the owners `ring` assigns.
-///
-/// The good copy of a file is the (size, SHA-256) held by most nodes, owners
-/// counting before non-owners on a tie, so one corrupt copy never outvotes
-/// the rest.
-pub fn plan(holdings: &Holdings, ring: &TokenRing, replicas: usize) -> Plan {
+/// Compares `holdings` with the owners `ring` assigns, judging copies by
+/// `recorded` (see the [module documentation](self)).
+pub fn plan(holdings: &Holdings, ring: &TokenRing, replicas: usize, recorded: &Recorded) -> Plan {
     let mut out = Plan::default();
     for (key, copies) in holdings {
         out.files += 1;
         let owners = owners_of(ring, key, replicas);
-        let Some((size, sha)) = good_copy(copies, &owners) else {
+        let Some((size, sha)) = truth(key, copies, recorded, &mut out.problems) else {
+            // Lost or disputed: keep every copy as evidence, copy nothing.
             continue;
         };
-        let good_sources: Vec<NodeAddr> = {
-            // Owners first: they are the ones meant to serve it.
-            let mut s: Vec<&(NodeAddr, ObjectMeta)> = copies
-                .iter()
-                .filter(|(_, m)| m.size == size && m.sha256 == sha)
-                .collect();
-            s.sort_by_key(|(n, _)| !owners.contains(n));
-            s.into_iter().map(|(n, _)| n.clone()).collect()
-        };
-        for (node, meta) in copies {
-            if meta.size != size || meta.sha256 != sha {
-                out.problems.push(Problem::Mismatch {
-                    key: key.clone(),
-                    node: node.clone(),
-                    detail: format!(
-                        "holds {} bytes with SHA-256 {}; the good copy has {} bytes with {}",
-                        meta.size, meta.sha256, size, sha
-                    ),
-                });
-            }
-        }
-        for owner in &owners {
-            let held_good = copies
-                .iter()
-                .any(|(n, m)| n == owner && m.size == size && m.sha256 == sha);
-            if !held_good {
-                if !copies.iter().any(|(n, _)| n == owner) {
-                    out.problems.push(Problem::Missing {
-                        key: key.clone(),
-                        node: owner.clone(),
-                    });
-                }
-                out.copies.push(CopyTask {
-                    key: key.clone(),
-                    sources: good_sources.clone(),
-                    target: owner.clone(),
-                    size,
-                    sha256: sha,
-                });
-            }
-        }
-        for (node, _) in copies {
-            if !owners.contains(node) {
-                out.problems.push(Problem::Surplus {
-                    key: key.clone(),
-                    node: node.clone(),
-                });
-                out.surplus.push(DeleteTask {
-                    key: key.clone(),
-                    node: node.clone(),
-                });
-            }
-        }
+        plan_file(key, copies, &owners, size, sha, &mut out);
     }
     out
 }
 
-fn good_copy(
+fn plan_file(
+    key: &ContentKey,
     copies: &[(NodeAddr, ObjectMeta)],
     owners: &[NodeAddr],
-) -> Option<(u64, Sha256Digest)> {
-    let mut votes: HashMap<(u64, Sha256Digest), (usize, usize)> = HashMap::new();
-    for (node, m) in copies {
-        let v = votes.entry((m.size, m.sha256)).or_default();
-        v.0 += 1;
-        if owners.contains(node) {
-            v.1 += 1;
-        }
+    size: u64,
+    sha: Sha256Digest,
+    out: &mut Plan,
+) {
+    let good = |m: &ObjectMeta| m.size == size && m.sha256 == sha;
+    // Owners first: they are the ones meant to serve it.
+    let mut sources: Vec<&(NodeAddr, ObjectMeta)> =
+        copies.iter().filter(|(_, m)| good(m)).collect();
+    sources.sort_by_key(|(n, _)| !owners.contains(n));
+    let sources: Vec<NodeAddr> = sources.into_iter().map(|(n, _)| n.clone()).collect();
+    for (node, meta) in copies.iter().filter(|(_, m)| !good(m)) {
+        out.problems.push(Problem::Corrupt {
+            key: key.clone(),
+            node: node.clone(),
+            detail: format!(
+                "holds {} bytes with SHA-256 {}; the record says {} bytes with {}",
+                meta.size, meta.sha256, size, sha
+            ),
+        });
     }
-    votes
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.1.0.cmp(&a.0.1.0)))
-        .map(|(k, _)| k)
+    for owner in owners {
+        if copies.iter().any(|(n, m)| n == owner && good(m)) {
+            continue;
+        }
+        if !copies.iter().any(|(n, _)| n == owner) {
+            out.problems.push(Problem::Missing {
+                key: key.clone(),
+                node: owner.clone(),
+            });
+        }
+        out.copies.push(CopyTask {
+            key: key.clone(),
+            sources: sources.clone(),
+            target: owner.clone(),
+            size,
+            sha256: sha,
+        });
+    }
+    for (node, _) in copies.iter().filter(|(n, _)| !owners.contains(n)) {
+        out.problems.push(Problem::Surplus {
+            key: key.clone(),
+            node: node.clone(),
+        });
+        out.surplus.push(DeleteTask {
+            key: key.clone(),
+            node: node.clone(),
+        });
+    }
+}
+
+/// The (size, SHA-256) a copy of `key` must have: the record, if any and if
+/// some copy still matches it; for a file without a record, the copies'
+/// strict majority. `None` (with the problem reported) when there is no
+/// good copy to go by.
+fn truth(
+    key: &ContentKey,
+    copies: &[(NodeAddr, ObjectMeta)],
+    recorded: &Recorded,
+    problems: &mut Vec<Problem>,
+) -> Option<(u64, Sha256Digest)> {
+    let first = copies.first().map(|(n, _)| n.clone())?;
+    if let Some(&(size, sha)) = recorded.get(key) {
+        if copies
+            .iter()
+            .any(|(_, m)| m.size == size && m.sha256 == sha)
+        {
+            return Some((size, sha));
+        }
+        problems.push(Problem::Lost {
+            key: key.clone(),
+            node: first,
+            detail: format!(
+                "no copy matches the record ({size} bytes, SHA-256 {sha}); {} bad copies kept",
+                copies.len()
+            ),
+        });
+        return None;
+    }
+    let mut votes: HashMap<(u64, Sha256Digest), usize> = HashMap::new();
+    for (_, m) in copies {
+        *votes.entry((m.size, m.sha256)).or_default() += 1;
+    }
+    let best = votes.values().copied().max().unwrap_or(0);
+    let leaders: Vec<_> = votes.iter().filter(|(_, n)| **n == best).collect();
+    if leaders.len() == 1 {
+        return Some(*leaders[0].0);
+    }
+    problems.push(Problem::Conflict {
+        key: key.clone(),
+        node: first,
+        detail: format!(
+            "no record, and its {} copies disagree with no majority; left as they are",
+            copies.len()
+        ),
+    });
+    None
 }
 
 #[cfg(test)]
@@ -265,7 +343,7 @@ mod tests {
                 owners.into_iter().map(|n| (n, meta(&key, 7))).collect(),
             );
         }
-        let p = plan(&holdings, &new, 2);
+        let p = plan(&holdings, &new, 2, &Recorded::new());
         assert_eq!(p.files, 200);
         assert_eq!(p.copies.len(), expected_moves);
         assert!(expected_moves > 0);
@@ -281,7 +359,7 @@ mod tests {
                 .unwrap()
                 .push((c.target.clone(), meta(&c.key, 7)));
         }
-        let after = plan(&holdings, &new, 2);
+        let after = plan(&holdings, &new, 2, &Recorded::new());
         assert!(after.copies.is_empty());
         assert_eq!(after.safe_deletions().len(), expected_moves);
     }
@@ -300,10 +378,59 @@ mod tests {
                 (owners[2].clone(), meta(&key, 9)),
             ],
         );
-        let p = plan(&holdings, &r, 3);
+        let p = plan(&holdings, &r, 3, &Recorded::new());
         assert_eq!(p.copies.len(), 1);
         assert_eq!(p.copies[0].target, owners[2]);
         assert_eq!(p.copies[0].sha256, Sha256Digest([1; 32]));
-        assert!(matches!(p.problems[..], [Problem::Mismatch { .. }]));
+        assert!(matches!(p.problems[..], [Problem::Corrupt { .. }]));
+    }
+
+    fn two_copies(good: u8, bad: u8) -> (Holdings, ContentKey, Vec<NodeAddr>, TokenRing) {
+        let r = ring(&["a:1", "b:2", "c:3"]);
+        let key = ContentKey::from_parts("v", "f").unwrap();
+        let owners = owners_of(&r, &key, 2);
+        let mut holdings = Holdings::new();
+        holdings.insert(
+            key.clone(),
+            vec![
+                (owners[0].clone(), meta(&key, bad)),
+                (owners[1].clone(), meta(&key, good)),
+            ],
+        );
+        (holdings, key, owners, r)
+    }
+
+    #[test]
+    fn the_record_decides_a_tie_whichever_copy_hashes_smaller() {
+        // Both orders of "smaller SHA-256": the record wins each time.
+        for (good, bad) in [(1u8, 9u8), (9, 1)] {
+            let (holdings, key, owners, r) = two_copies(good, bad);
+            let recorded: Recorded = [(key.clone(), (10, Sha256Digest([good; 32])))].into();
+            let p = plan(&holdings, &r, 2, &recorded);
+            assert_eq!(p.copies.len(), 1);
+            assert_eq!(p.copies[0].target, owners[0], "the bad copy is rewritten");
+            assert_eq!(p.copies[0].sources, vec![owners[1].clone()]);
+            assert_eq!(p.copies[0].sha256, Sha256Digest([good; 32]));
+            assert!(
+                matches!(&p.problems[..], [Problem::Corrupt { node, .. }] if *node == owners[0])
+            );
+        }
+    }
+
+    #[test]
+    fn a_tie_without_a_record_is_a_conflict_not_a_coin_toss() {
+        let (holdings, _, _, r) = two_copies(1, 9);
+        let p = plan(&holdings, &r, 2, &Recorded::new());
+        assert!(p.copies.is_empty() && p.surplus.is_empty());
+        assert!(matches!(&p.problems[..], [Problem::Conflict { .. }]));
+    }
+
+    #[test]
+    fn no_copy_matching_the_record_is_lost_and_nothing_is_touched() {
+        let (holdings, key, _, r) = two_copies(1, 9);
+        let recorded: Recorded = [(key.clone(), (10, Sha256Digest([4; 32])))].into();
+        let p = plan(&holdings, &r, 2, &recorded);
+        assert!(p.copies.is_empty() && p.surplus.is_empty());
+        assert!(matches!(&p.problems[..], [Problem::Lost { .. }]));
     }
 }

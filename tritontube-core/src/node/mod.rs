@@ -18,9 +18,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
-use crate::ring::HashRange;
 use crate::proto::storage as pb;
 use crate::proto::storage::storage_node_server::{StorageNode, StorageNodeServer};
+use crate::ring::HashRange;
 use crate::store::{
     ByteStream, ContentStore, GetOptions, LocalContentStore, NodeClient, NodeClientConfig,
     ObjectMeta, PutOptions, Sha256Digest,
@@ -236,7 +236,11 @@ impl StorageNode for NodeService {
             "" => None,
             v => Some(VideoId::new(v).map_err(refuse)?),
         };
-        let range = req.range.map(|r| HashRange::new(r.start, r.has_end.then_some(r.end)));
+        let ranges: Vec<HashRange> = req
+            .ranges
+            .iter()
+            .map(|r| HashRange::new(r.start, r.has_end.then_some(r.end)))
+            .collect();
         let after = match &req.after {
             Some(k) => Some(key_from_pb(Some(k)).map_err(refuse)?),
             None => None,
@@ -255,32 +259,38 @@ impl StorageNode for NodeService {
             let send = |files: Vec<ObjectMeta>| pb::ListResponse {
                 files: files.iter().map(info_to_pb).collect(),
             };
-            match (video, range) {
-                (None, Some(range)) => {
+            match video {
+                None if !ranges.is_empty() => {
                     // Page by page from the index, each page a fresh query
                     // after the last key sent: nothing is held open.
-                    let mut cursor = after;
-                    loop {
-                        let page = store.list_range(range, cursor.clone(), LIST_PAGE).await;
-                        let page = match page {
-                            Ok(p) if p.is_empty() => return,
-                            Ok(p) => p,
-                            Err(e) => {
-                                let _ = tx.send(Err(refuse(e))).await;
+                    for range in ranges {
+                        let mut cursor = after.clone();
+                        loop {
+                            let page = store.list_range(range, cursor.clone(), LIST_PAGE).await;
+                            let page = match page {
+                                Ok(p) if p.is_empty() => break,
+                                Ok(p) => p,
+                                Err(e) => {
+                                    let _ = tx.send(Err(refuse(e))).await;
+                                    return;
+                                }
+                            };
+                            cursor = page.last().map(|m| m.key.clone());
+                            if tx.send(Ok(send(page))).await.is_err() {
                                 return;
                             }
-                        };
-                        cursor = page.last().map(|m| m.key.clone());
-                        if tx.send(Ok(send(page))).await.is_err() {
-                            return;
                         }
                     }
                 }
-                (video, _) => {
+                video => {
                     let list = store.list(video.as_ref());
                     let mut pages = list.chunks(LIST_PAGE);
                     while let Some(page) = pages.next().await {
-                        let msg = page.into_iter().collect::<Result<Vec<_>>>().map(send).map_err(refuse);
+                        let msg = page
+                            .into_iter()
+                            .collect::<Result<Vec<_>>>()
+                            .map(send)
+                            .map_err(refuse);
                         let failed = msg.is_err();
                         if tx.send(msg).await.is_err() || failed {
                             return;

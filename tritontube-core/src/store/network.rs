@@ -28,7 +28,7 @@ use crate::cluster::{HealthTracker, NodeHealth, Nodes, ring_of};
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
 use crate::metadata::ClusterState;
-use crate::ring::{HashRing, TokenRing, key_hash};
+use crate::ring::{HashRange, HashRing, TokenRing, key_hash};
 
 /// Where keys live: the current ring and, during a change, the pending one.
 #[derive(Debug, Clone)]
@@ -540,6 +540,10 @@ struct NetworkResume {
 impl Nodes for NetworkContentStore {
     fn node(&self, addr: &NodeAddr) -> Arc<dyn ContentStore> {
         Arc::new(self.client(addr))
+    }
+
+    fn list_ranges(&self, addr: &NodeAddr, ranges: Vec<HashRange>) -> MetaStream<'static> {
+        self.client(addr).list_ranges(&ranges, None)
     }
 
     async fn health(&self, addr: &NodeAddr) -> Result<NodeHealth> {

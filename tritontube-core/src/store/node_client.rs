@@ -15,10 +15,10 @@ use super::{
 use crate::cluster::NodeHealth;
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
-use crate::ring::HashRange;
 use crate::node::{MAX_CHUNK, key_from_pb, key_to_pb};
 use crate::proto::storage as pb;
 use crate::proto::storage::storage_node_client::StorageNodeClient;
+use crate::ring::HashRange;
 
 /// Timeouts of a [`NodeClient`].
 #[derive(Debug, Clone)]
@@ -90,16 +90,24 @@ impl NodeClient {
         meta_from_pb(&self.addr, r.into_inner().info)
     }
 
-    /// Lists the files whose ring hash lies in `range`, in (hash, key)
-    /// order, strictly after `after` (to resume an interrupted listing).
-    pub fn list_range(&self, range: HashRange, after: Option<&ContentKey>) -> MetaStream<'static> {
+    /// Lists the files whose ring hash lies in `ranges` (ascending, not
+    /// overlapping), in (hash, key) order, strictly after `after` (to resume
+    /// an interrupted listing).
+    pub fn list_ranges(
+        &self,
+        ranges: &[HashRange],
+        after: Option<&ContentKey>,
+    ) -> MetaStream<'static> {
         self.list_request(pb::ListRequest {
             video_id: String::new(),
-            range: Some(pb::HashRange {
-                start: range.start,
-                end: range.end.unwrap_or(0),
-                has_end: range.end.is_some(),
-            }),
+            ranges: ranges
+                .iter()
+                .map(|r| pb::HashRange {
+                    start: r.start,
+                    end: r.end.unwrap_or(0),
+                    has_end: r.end.is_some(),
+                })
+                .collect(),
             after: after.map(key_to_pb),
         })
     }
@@ -114,13 +122,15 @@ impl NodeClient {
                 .map_err(|s| me.error(None, s))?
                 .into_inner();
             let me2 = me.clone();
-            Ok::<_, Error>(s.map(move |page| match page {
-                Ok(p) => p
-                    .files
-                    .into_iter()
-                    .map(|f| meta_from_pb(&me2.addr, Some(f)))
-                    .collect::<Vec<_>>(),
-                Err(s) => vec![Err(me2.error(None, s))],
+            Ok::<_, Error>(s.map(move |page| {
+                match page {
+                    Ok(p) => p
+                        .files
+                        .into_iter()
+                        .map(|f| meta_from_pb(&me2.addr, Some(f)))
+                        .collect::<Vec<_>>(),
+                    Err(s) => vec![Err(me2.error(None, s))],
+                }
             }))
         });
         Box::pin(
@@ -404,9 +414,8 @@ impl ContentStore for NodeClient {
     fn list(&self, video: Option<&VideoId>) -> MetaStream<'_> {
         self.list_request(pb::ListRequest {
             video_id: video.map(|v| v.to_string()).unwrap_or_default(),
-            range: None,
+            ranges: Vec::new(),
             after: None,
         })
     }
-
 }

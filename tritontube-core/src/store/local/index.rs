@@ -176,7 +176,11 @@ impl Index {
         ))
     }
 
-    fn write<T>(&self, what: &str, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    fn write<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn).map_err(|e| sql_err(&self.path, what, e))
     }
@@ -217,17 +221,21 @@ impl Index {
     /// Files and bytes indexed (one scan; done once at open).
     pub fn totals(&self) -> Result<(u64, u64)> {
         self.read("count files", |c| {
-            c.query_row("SELECT count(*), coalesce(sum(size), 0) FROM files", [], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
+            c.query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM files",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
         })
     }
 
     /// Quarantined files recorded.
     pub fn quarantined(&self) -> Result<u64> {
         self.read("count quarantine", |c| {
-            c.query_row("SELECT count(*) FROM quarantine", [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
+            c.query_row("SELECT count(*) FROM quarantine", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
         })
     }
 
@@ -288,7 +296,12 @@ impl Index {
     }
 
     /// Rows of one video, by key, after `after`.
-    pub fn video(&self, video: &VideoId, after: Option<&ContentKey>, limit: usize) -> Result<Vec<Row>> {
+    pub fn video(
+        &self,
+        video: &VideoId,
+        after: Option<&ContentKey>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
         let after = after.map(|k| k.as_str().to_string()).unwrap_or_default();
         let raw = self.read("list a video", |c| {
             let mut st = c.prepare_cached(
@@ -316,7 +329,13 @@ impl Index {
     /// Writes the intent of a change to `key`.
     pub fn begin(&self, key: &ContentKey, intent: &Intent) -> Result<()> {
         let (op, tmp, size, sha, chunks) = match intent {
-            Intent::Put { tmp, row } => ("put", tmp.as_str(), row.size, row.sha256.0.to_vec(), row.chunks.clone()),
+            Intent::Put { tmp, row } => (
+                "put",
+                tmp.as_str(),
+                row.size,
+                row.sha256.0.to_vec(),
+                row.chunks.clone(),
+            ),
             Intent::Delete => ("delete", "", 0, Vec::new(), Vec::new()),
         };
         self.write("write an intent", |c| {
@@ -333,7 +352,8 @@ impl Index {
     /// not happen).
     pub fn abandon(&self, key: &ContentKey) -> Result<()> {
         self.write("drop an intent", |c| {
-            c.execute("DELETE FROM intents WHERE key = ?1", [key.as_str()]).map(|_| ())
+            c.execute("DELETE FROM intents WHERE key = ?1", [key.as_str()])
+                .map(|_| ())
         })
     }
 
@@ -343,7 +363,11 @@ impl Index {
         self.write("commit a change", |c| {
             let tx = c.transaction()?;
             let old: Option<i64> = tx
-                .query_row("SELECT size FROM files WHERE key = ?1", [key.as_str()], |r| r.get(0))
+                .query_row(
+                    "SELECT size FROM files WHERE key = ?1",
+                    [key.as_str()],
+                    |r| r.get(0),
+                )
                 .optional()?;
             match row {
                 Some(r) => {
@@ -392,7 +416,13 @@ impl Index {
 
     /// Removes the row of `key` (if it still has `sha256`) and records the
     /// file as quarantined at `moved_to`. Returns the removed row's size.
-    pub fn quarantine(&self, key: &ContentKey, sha256: &Sha256Digest, moved_to: &str, reason: &str) -> Result<Option<u64>> {
+    pub fn quarantine(
+        &self,
+        key: &ContentKey,
+        sha256: &Sha256Digest,
+        moved_to: &str,
+        reason: &str,
+    ) -> Result<Option<u64>> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)

@@ -298,7 +298,9 @@ impl LocalContentStore {
             None => Ok(()),
             Some(p) => Err(Error::Unavailable {
                 what: format!("listing of {}", self.inner.base.display()),
-                reason: format!("indexing {p:.0}%: the listing is available once the index is complete"),
+                reason: format!(
+                    "indexing {p:.0}%: the listing is available once the index is complete"
+                ),
             }),
         }
     }
@@ -584,7 +586,9 @@ impl Inner {
                 tracing::error!(key = %key, reason, moved_to, "bad copy quarantined");
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(key = %key, error = %e, "could not record a quarantined file"),
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "could not record a quarantined file")
+            }
         }
     }
 }
@@ -655,7 +659,8 @@ impl Reader {
             .and_then(|_| self.file.read_exact(&mut buf))
         {
             let detail = format!("chunk at byte {start} unreadable: {e}");
-            self.inner.quarantine(&self.row.key, &self.row.sha256, &detail);
+            self.inner
+                .quarantine(&self.row.key, &self.row.sha256, &detail);
             return Some(Err(Error::BadCopy {
                 key: self.row.key.to_string(),
                 detail,
@@ -664,7 +669,8 @@ impl Reader {
         let got = Sha256Digest(Sha256::digest(&buf).into());
         if Some(got) != self.row.chunk_hash(self.next_chunk) {
             let detail = format!("chunk at byte {start} hashes to {got}, not what was written");
-            self.inner.quarantine(&self.row.key, &self.row.sha256, &detail);
+            self.inner
+                .quarantine(&self.row.key, &self.row.sha256, &detail);
             return Some(Err(Error::BadCopy {
                 key: self.row.key.to_string(),
                 detail,
@@ -712,9 +718,7 @@ impl ContentStore for LocalContentStore {
                     format!("body is longer than the expected {limit} bytes"),
                 ));
             }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| io_err(&tmp, e))?;
+            file.write_all(&chunk).await.map_err(|e| io_err(&tmp, e))?;
         }
         let row = hasher.finish(key.clone());
         check_expected(key, &row, &opts)?;

@@ -8,14 +8,14 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::index::CHUNK;
 use super::Inner;
+use super::index::CHUNK;
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, FileName, VideoId};
 use crate::store::Sha256Digest;
@@ -73,7 +73,12 @@ impl Throttle {
 }
 
 /// Re-hashes one file; `Some(reason)` if it does not match.
-fn check_file(path: &Path, size: u64, sha: &Sha256Digest, throttle: &mut Throttle) -> Option<String> {
+fn check_file(
+    path: &Path,
+    size: u64,
+    sha: &Sha256Digest,
+    throttle: &mut Throttle,
+) -> Option<String> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => return Some(format!("cannot open: {e}")),
@@ -268,4 +273,3 @@ pub(crate) fn spawn_rebuild(store: Weak<Inner>) {
         tracing::error!(error = %e, "could not start the indexer");
     }
 }
-

@@ -1,0 +1,148 @@
+//! Scanning the cluster range by range: what the nodes hold in some ring
+//! ranges, what the metadata store recorded for the same ranges, and the
+//! plan comparing the two.
+//!
+//! Working a range batch at a time keeps memory bounded whatever the number
+//! of files, and lets a ring change list only the ranges whose owners
+//! change (the ring [`diff`]) instead of everything stored.
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::{ClusterManager, Holdings, Plan, Recorded, node_error, plan};
+use crate::error::{Error, Result};
+use crate::metadata::NodeEntry;
+use crate::ring::{HashRange, TokenRing, diff};
+
+/// Ranges listed per request and planned together.
+const RANGES_PER_BATCH: usize = 256;
+
+/// Equal parts the whole ring is cut into for verify and repair.
+pub(crate) const RING_PARTS: u64 = 64;
+
+/// Range batches scanned at once by verify.
+pub(crate) const PARALLEL_BATCHES: usize = 4;
+
+/// The ranges whose owners differ between `before` and `after`, sorted and
+/// cut into batches.
+pub(crate) fn changed_batches(
+    before: &TokenRing,
+    after: &TokenRing,
+    replicas: usize,
+) -> Vec<Vec<HashRange>> {
+    let mut ranges: Vec<HashRange> = diff(before, after, replicas)
+        .iter()
+        .flat_map(|c| c.ranges())
+        .filter(|r| !r.is_empty())
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    ranges
+        .chunks(RANGES_PER_BATCH)
+        .map(<[HashRange]>::to_vec)
+        .collect()
+}
+
+/// The whole ring, in [`RING_PARTS`] batches of one range.
+pub(crate) fn whole_ring() -> Vec<Vec<HashRange>> {
+    HashRange::split_ring(RING_PARTS)
+        .into_iter()
+        .map(|r| vec![r])
+        .collect()
+}
+
+impl ClusterManager {
+    /// What `nodes` hold in `ranges`. A node outside `required` that cannot
+    /// be listed (a dead node being removed) is skipped: its files are
+    /// copied from the surviving replicas instead.
+    pub(crate) async fn holdings_in(
+        &self,
+        nodes: &[NodeEntry],
+        required: &[NodeEntry],
+        ranges: &[HashRange],
+    ) -> Result<Holdings> {
+        // All nodes are listed at once: a batch waits for the slowest
+        // listing, not for their sum.
+        let listings = futures::future::join_all(nodes.iter().map(|n| async move {
+            self.nodes
+                .list_ranges(&n.addr, ranges.to_vec())
+                .try_collect::<Vec<_>>()
+                .await
+        }))
+        .await;
+        let mut holdings = Holdings::new();
+        for (n, listed) in nodes.iter().zip(listings) {
+            let found = match listed {
+                Ok(found) => found,
+                Err(e) => {
+                    if required.iter().any(|r| r.addr == n.addr) {
+                        return Err(node_error(&n.addr, "list", e));
+                    }
+                    tracing::warn!(node = %n.addr, error = %e, "cannot list a departing node; using the other replicas");
+                    continue;
+                }
+            };
+            for meta in found {
+                holdings
+                    .entry(meta.key.clone())
+                    .or_default()
+                    .push((n.addr.clone(), meta));
+            }
+        }
+        Ok(holdings)
+    }
+
+    /// The recorded size and SHA-256 of every file in `ranges`.
+    pub(crate) async fn recorded_in(&self, ranges: &[HashRange]) -> Result<Recorded> {
+        let mut out = Recorded::new();
+        for range in ranges {
+            let mut after = None;
+            loop {
+                let page = self.meta.file_records(*range, after.as_ref(), 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                for r in page {
+                    out.insert(r.key, (r.size, r.sha256));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists `nodes` and the records over `ranges` and compares them with
+    /// the owners `ring` assigns.
+    pub(crate) async fn scan(
+        &self,
+        nodes: &[NodeEntry],
+        required: &[NodeEntry],
+        ranges: &[HashRange],
+        ring: &TokenRing,
+        replicas: usize,
+    ) -> Result<Plan> {
+        let (holdings, recorded) = futures::try_join!(
+            self.holdings_in(nodes, required, ranges),
+            self.recorded_in(ranges)
+        )?;
+        Ok(plan(&holdings, ring, replicas, &recorded))
+    }
+
+    /// [`ClusterManager::scan`] over many batches, several at once, folding
+    /// each plan with `fold` as it arrives.
+    pub(crate) async fn scan_all<F>(
+        &self,
+        nodes: &[NodeEntry],
+        ring: &TokenRing,
+        replicas: usize,
+        batches: Vec<Vec<HashRange>>,
+        mut fold: F,
+    ) -> Result<()>
+    where
+        F: FnMut(Plan),
+    {
+        let mut plans = futures::stream::iter(batches)
+            .map(|b| async move { self.scan(nodes, &[], &b, ring, replicas).await })
+            .buffered(PARALLEL_BATCHES);
+        while let Some(p) = plans.next().await {
+            fold(p?);
+        }
+        Ok::<(), Error>(())
+    }
+}
