@@ -60,7 +60,9 @@ enum Command {
         /// Admin address of a web server.
         server: String,
     },
-    /// Check that every file is on exactly its owners and copies agree.
+    /// Check that every file is on exactly its owners and every copy matches
+    /// the size and SHA-256 recorded when it was stored; reports missing,
+    /// corrupt, surplus and lost copies separately, exits non-zero if any.
     Verify {
         /// Admin address of a web server.
         server: String,
@@ -273,6 +275,11 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
         }
         Command::Verify { .. } => {
             let v = client.verify().await?;
+            // Counted by kind: missing, corrupt, surplus (extra), lost, conflict.
+            let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
+            for p in &v.problems {
+                *by_kind.entry(p.kind.as_str()).or_default() += 1;
+            }
             if cli.json {
                 let problems: Vec<_> = v
                     .problems
@@ -281,14 +288,16 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    json!({ "files_checked": v.files_checked, "problems": problems })
+                    json!({ "files_checked": v.files_checked, "counts": by_kind, "problems": problems })
                 );
             } else {
                 println!("Files checked: {}", v.files_checked);
                 if v.problems.is_empty() {
                     println!("Every file is on exactly its owners.");
                 } else {
-                    println!("Problems: {}", v.problems.len());
+                    let counts: Vec<String> =
+                        by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                    println!("Problems: {} ({})", v.problems.len(), counts.join(", "));
                     for p in &v.problems {
                         println!("  {:<8} {} on {} {}", p.kind, p.key, p.node, p.detail);
                     }

@@ -84,7 +84,13 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                 })?
                 .to_string();
             let nodes: Vec<NodeEntry> = parts
-                .map(|a| NodeAddr::new(a).map(|addr| NodeEntry { addr, weight: 1.0 }))
+                .map(|a| {
+                    NodeAddr::new(a).map(|addr| NodeEntry {
+                        addr,
+                        weight: 1.0,
+                        id: String::new(),
+                    })
+                })
                 .collect::<Result<_>>()?;
             let tracker = Arc::new(HealthTracker::new(opts.health.clone()));
             let network = Arc::new(NetworkContentStore::new(

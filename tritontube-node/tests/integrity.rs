@@ -119,7 +119,15 @@ async fn read_all(
     range: Option<std::ops::Range<u64>>,
 ) -> Result<Vec<u8>, Error> {
     use futures::TryStreamExt;
-    let got = c.get(k, GetOptions { range }).await?;
+    let got = c
+        .get(
+            k,
+            GetOptions {
+                range,
+                ..Default::default()
+            },
+        )
+        .await?;
     let chunks: Vec<Bytes> = got.stream.try_collect().await?;
     Ok(chunks.concat())
 }
@@ -231,7 +239,7 @@ async fn concurrent_puts_of_one_key_leave_body_and_checksum_agreeing() {
             let c = node.client.clone();
             let k = k.clone();
             // Same size, different bytes.
-            let b = body(i.wrapping_add(round as u8 * 8), 40_000);
+            let b = body(i.wrapping_add((round as u8).wrapping_mul(8)), 40_000);
             tokio::spawn(async move { c.put_bytes(&k, b).await })
         });
         for p in futures::future::join_all(puts).await {

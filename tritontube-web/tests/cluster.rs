@@ -26,6 +26,7 @@ fn entries(addrs: &[String]) -> Vec<NodeEntry> {
         .map(|a| NodeEntry {
             addr: a.parse().unwrap(),
             weight: 1.0,
+            id: String::new(),
         })
         .collect()
 }

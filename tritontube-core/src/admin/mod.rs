@@ -97,7 +97,8 @@ struct AdminService {
 }
 
 fn parse_addr(s: &str) -> Result<NodeAddr, Status> {
-    NodeAddr::new(s).map_err(|e| {
+    // Surrounding spaces are a typo, not part of an address.
+    NodeAddr::new(s.trim()).map_err(|e| {
         tracing::info!(error = %e, "admin request refused");
         Status::from(e)
     })

@@ -63,6 +63,7 @@ pub async fn run_healer(
     // The set of down nodes the last re-replication worked around.
     let mut healed_for: BTreeSet<NodeAddr> = BTreeSet::new();
     let mut hints_seen = tracker.hints();
+    let mut quarantined_seen = manager.quarantined_total().await;
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -77,6 +78,25 @@ pub async fn run_healer(
         };
         if state.pending.is_some() {
             continue;
+        }
+        // Bad copies met by reads: repair exactly those files now.
+        let queued = tracker.take_repair_queue();
+        if !queued.is_empty() {
+            match manager.repair_keys(&queued).await {
+                Ok(n) => tracing::info!(
+                    files = queued.len(),
+                    copies = n,
+                    "bad copies rewritten from good ones"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "targeted repair failed; the next full repair retries")
+                }
+            }
+        }
+        // Copies a node's scrubber quarantined: a full repair restores them.
+        let quarantined = manager.quarantined_total().await;
+        if quarantined > quarantined_seen {
+            dirty = true;
         }
         let down: BTreeSet<NodeAddr> = state
             .nodes
@@ -119,6 +139,7 @@ pub async fn run_healer(
             }
         } else if dirty {
             let hints_before = tracker.hints();
+            let quarantined_before = manager.quarantined_total().await;
             match manager.repair().await {
                 Ok(copies) => {
                     tracing::info!(
@@ -128,6 +149,7 @@ pub async fn run_healer(
                     dirty = false;
                     healed_for.clear();
                     hints_seen = hints_before;
+                    quarantined_seen = quarantined_before;
                 }
                 Err(Error::Locked { holder }) => {
                     tracing::debug!(holder, "admin lock busy; hand-back waits");

@@ -78,7 +78,13 @@ pub struct HealthTracker {
     config: HealthConfig,
     nodes: RwLock<HashMap<NodeAddr, NodeLiveness>>,
     hints: AtomicU64,
+    bad_copies: AtomicU64,
+    repair_queue: std::sync::Mutex<std::collections::BTreeSet<crate::id::ContentKey>>,
 }
+
+/// Keys waiting for a targeted repair, at most (more are dropped: the
+/// scrubbers and the next full repair find them anyway).
+const REPAIR_QUEUE_MAX: usize = 10_000;
 
 impl HealthTracker {
     /// A tracker with the given tunables.
@@ -87,6 +93,8 @@ impl HealthTracker {
             config,
             nodes: RwLock::new(HashMap::new()),
             hints: AtomicU64::new(0),
+            bad_copies: AtomicU64::new(0),
+            repair_queue: Default::default(),
         }
     }
 
@@ -152,6 +160,28 @@ impl HealthTracker {
     /// (a hinted copy, to be handed back when the owner returns).
     pub fn record_hint(&self) {
         self.hints.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Records that `addr` answered for `key` with bytes that disagree with
+    /// the recorded checksum; the key is queued for a targeted repair.
+    pub fn record_bad_copy(&self, addr: &NodeAddr, key: &crate::id::ContentKey) {
+        self.bad_copies.fetch_add(1, Ordering::SeqCst);
+        tracing::error!(node = %addr, key = %key, "bad copy found while reading; served another copy and queued a repair");
+        let mut q = self.repair_queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() < REPAIR_QUEUE_MAX {
+            q.insert(key.clone());
+        }
+    }
+
+    /// Bad copies found by reads so far.
+    pub fn bad_copies(&self) -> u64 {
+        self.bad_copies.load(Ordering::SeqCst)
+    }
+
+    /// Takes the keys queued for repair.
+    pub fn take_repair_queue(&self) -> Vec<crate::id::ContentKey> {
+        let mut q = self.repair_queue.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *q).into_iter().collect()
     }
 
     /// Hinted writes so far.

@@ -322,6 +322,7 @@ impl ClusterManager {
             nodes.push(NodeEntry {
                 addr: addr.clone(),
                 weight,
+                id: String::new(),
             });
             Ok((nodes, Some(addr.clone())))
         })
@@ -487,11 +488,15 @@ impl ClusterManager {
             });
         }
         // 2. Checks before any change.
-        let (new_nodes, must_answer) = decide(&state.value)?;
+        let (mut new_nodes, must_answer) = decide(&state.value)?;
         if let Some(addr) = &must_answer {
-            self.health(addr).await.map_err(|e| Error::Refused {
+            let h = self.health(addr).await.map_err(|e| Error::Refused {
                 reason: format!("node {addr} does not answer, so it was not added: {e}"),
             })?;
+            self.check_identity(&state.value, addr, &h.node_id).await?;
+            for n in new_nodes.iter_mut().filter(|n| n.addr == *addr) {
+                n.id = h.node_id.clone();
+            }
         }
         self.progress.send_replace(Progress {
             phase: Phase::Planning,
@@ -539,6 +544,46 @@ impl ClusterManager {
             tracing::warn!(error = %e, "clean-up after a committed change failed; restart or repair finishes it");
         }
         Ok(migrated)
+    }
+
+    /// Refuses to add `addr` if it is a member under another spelling, or
+    /// if the node there answers with a member's id (the same node reached
+    /// by another address, or a node started on a copy of a member's
+    /// directory): adding it would make the clean-up delete "surplus"
+    /// copies that are the very files the member holds.
+    async fn check_identity(&self, state: &ClusterState, addr: &NodeAddr, id: &str) -> Result<()> {
+        let spelled = |a: &NodeAddr| a.as_str().trim().to_ascii_lowercase();
+        let members = state.nodes.iter().chain(state.pending.iter().flatten());
+        for m in members {
+            if spelled(&m.addr) == spelled(addr) {
+                return Err(Error::NodeExists {
+                    node: format!("{addr} (member {} under another spelling)", m.addr),
+                });
+            }
+            if id.is_empty() {
+                continue;
+            }
+            let member_id = if m.id.is_empty() {
+                // A member recorded before ids existed: ask it.
+                self.health(&m.addr)
+                    .await
+                    .map(|h| h.node_id)
+                    .unwrap_or_default()
+            } else {
+                m.id.clone()
+            };
+            if member_id == id {
+                return Err(Error::Refused {
+                    reason: format!(
+                        "{addr} answers with node id {id}, the id of member {}: it is the same \
+                         node under another address, or a node started on a copy of its \
+                         directory. Nothing was changed.",
+                        m.addr
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn commit(

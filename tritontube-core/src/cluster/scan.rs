@@ -8,8 +8,9 @@
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{ClusterManager, Holdings, Plan, Recorded, node_error, plan};
+use super::{ClusterManager, Holdings, Plan, Recorded, node_error, plan, ring_of};
 use crate::error::{Error, Result};
+use crate::id::ContentKey;
 use crate::metadata::NodeEntry;
 use crate::ring::{HashRange, TokenRing, diff};
 
@@ -50,6 +51,50 @@ pub(crate) fn whole_ring() -> Vec<Vec<HashRange>> {
 }
 
 impl ClusterManager {
+    /// Rewrites missing or bad copies of `keys` on their owners from a copy
+    /// that matches the record (no deletion, no lock: each copy is checked
+    /// by its target). Skipped during a ring change, whose own copy phase
+    /// covers them. Returns the copies made.
+    pub async fn repair_keys(&self, keys: &[ContentKey]) -> Result<u64> {
+        let state = self.state().await?.value;
+        if state.pending.is_some() {
+            return Ok(0);
+        }
+        let ring = ring_of(&state.nodes, state.vnodes);
+        let mut holdings = Holdings::new();
+        let mut recorded = Recorded::new();
+        for key in keys {
+            if let Some(r) = self.meta.file_record(key).await? {
+                recorded.insert(key.clone(), (r.size, r.sha256));
+            }
+            for n in &state.nodes {
+                if let Ok(m) = self.nodes.node(&n.addr).head(key).await {
+                    holdings
+                        .entry(key.clone())
+                        .or_default()
+                        .push((n.addr.clone(), m));
+                }
+            }
+        }
+        let plan = plan(&holdings, &ring, state.replicas as usize, &recorded);
+        let n = plan.copies.len() as u64;
+        self.run_copies(plan.copies).await?;
+        Ok(n)
+    }
+
+    /// Files quarantined on every member, as their Health answers say
+    /// (members that do not answer count as zero).
+    pub async fn quarantined_total(&self) -> u64 {
+        match self.health_all().await {
+            Ok(all) => all
+                .iter()
+                .filter_map(|(_, h)| h.as_ref().ok())
+                .map(|h| h.quarantined)
+                .sum(),
+            Err(_) => 0,
+        }
+    }
+
     /// What `nodes` hold in `ranges`. A node outside `required` that cannot
     /// be listed (a dead node being removed) is skipped: its files are
     /// copied from the surviving replicas instead.

@@ -26,8 +26,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, FileName, VideoId};
-use crate::metadata::{MetadataStore, Video, VideoFacts, VideoState};
-use crate::store::{ByteStream, ContentStore, PutOptions};
+use crate::metadata::{FileRecord, MetadataStore, Video, VideoFacts, VideoState};
+use crate::store::{ByteStream, ContentStore, PutOptions, Sha256Digest};
 
 /// Tunables of the ingest pipeline.
 #[derive(Debug, Clone)]
@@ -266,6 +266,9 @@ impl Ingest {
                 removed += 1;
             }
         }
+        if let Err(e) = self.meta.delete_file_records(id).await {
+            tracing::warn!(video = %id, error = %e, "could not forget the video's file records");
+        }
         removed
     }
 
@@ -314,28 +317,24 @@ impl Ingest {
         }
         let manifest = keys.pop();
         // Several files in flight at once; the manifest after all of them.
-        let stored: Vec<u64> = futures::stream::iter(keys)
-            .map(|(key, path)| async move {
-                let meta = self
-                    .content
-                    .put(&key, file_stream(&path).await?, PutOptions::default())
-                    .await?;
-                Ok::<u64, Error>(meta.size)
-            })
+        // Each file's size and SHA-256 are measured here, checked by every
+        // node that stores it, and recorded with the video: the truth every
+        // later copy, verify and repair is compared with.
+        let stored: Vec<FileRecord> = futures::stream::iter(keys)
+            .map(|(key, path)| self.store_file(key, path))
             .buffer_unordered(STORE_CONCURRENCY)
             .try_collect()
             .await?;
-        for size in stored {
-            facts.total_bytes += size;
+        for r in &stored {
+            facts.total_bytes += r.size;
             facts.file_count += 1;
         }
+        self.meta.record_files(&stored).await?;
         if let Some((key, path)) = manifest {
-            let meta = self
-                .content
-                .put(&key, file_stream(&path).await?, PutOptions::default())
-                .await?;
-            facts.total_bytes += meta.size;
+            let r = self.store_file(key, path).await?;
+            facts.total_bytes += r.size;
             facts.file_count += 1;
+            self.meta.record_files(std::slice::from_ref(&r)).await?;
         }
         tracing::info!(
             video = %job.id,
@@ -344,6 +343,25 @@ impl Ingest {
             "transcoded and stored"
         );
         Ok(facts)
+    }
+
+    /// Hashes one produced file, stores it with that checksum as the
+    /// expected one, and returns its record.
+    async fn store_file(&self, key: ContentKey, path: PathBuf) -> Result<FileRecord> {
+        let (size, sha256) = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || hash_path(&path))
+                .await
+                .map_err(|e| Error::backend("ingest", "hashing task failed", e))??
+        };
+        let opts = PutOptions {
+            expected_sha256: Some(sha256),
+            expected_size: Some(size),
+        };
+        self.content
+            .put(&key, file_stream(&path).await?, opts)
+            .await?;
+        Ok(FileRecord { key, size, sha256 })
     }
 
     async fn run_ffmpeg(&self, job: &Job, out: &Path, ladder: &ladder::Ladder) -> Result<()> {
@@ -450,6 +468,25 @@ async fn poster(source: &Path, out: &Path, duration: f64) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Size and SHA-256 of a file on disk (blocking).
+pub fn hash_path(path: &Path) -> Result<(u64, Sha256Digest)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, Sha256Digest(h.finalize().into())))
 }
 
 /// Streams a file in chunks of 256 KiB.

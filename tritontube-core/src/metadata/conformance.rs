@@ -188,6 +188,7 @@ pub async fn cluster_state_compare_and_swap(store: &dyn MetadataStore) {
         nodes: vec![NodeEntry {
             addr: "localhost:8090".parse().unwrap(),
             weight: 1.0,
+            id: String::new(),
         }],
         replicas: 2,
         vnodes: 64,
@@ -207,6 +208,7 @@ pub async fn cluster_state_compare_and_swap(store: &dyn MetadataStore) {
     s.pending = Some(vec![NodeEntry {
         addr: "localhost:8091".parse().unwrap(),
         weight: 2.0,
+        id: String::new(),
     }]);
     let v2 = store.put_cluster_state(Some(v1), &s).await.expect("update");
     assert_ne!(v1, v2);

@@ -134,6 +134,11 @@ pub struct NodeEntry {
     pub addr: NodeAddr,
     /// Its weight (share of the ring relative to a node of weight 1.0).
     pub weight: f64,
+    /// Its node id, as its Health answer gave it when it joined (empty for
+    /// a member recorded before ids existed). Identity is the id: no id is
+    /// ever a member twice.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
 }
 
 /// The cluster's state, read and written as one versioned value.

@@ -181,6 +181,7 @@ impl StorageNode for NodeService {
         let key = key_from_pb(req.key.as_ref()).map_err(refuse)?;
         let opts = GetOptions {
             range: req.range.map(|r| r.start..r.end),
+            ..Default::default()
         };
         let got = self.store.get(&key, opts).await.map_err(refuse)?;
         let head = pb::GetResponse {

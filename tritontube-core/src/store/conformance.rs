@@ -96,6 +96,7 @@ pub async fn ranged_get(store: &dyn ContentStore) {
                 &k,
                 GetOptions {
                     range: Some(start..end),
+                    ..Default::default()
                 },
             )
             .await

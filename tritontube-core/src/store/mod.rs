@@ -83,6 +83,11 @@ pub struct PutOptions {
 pub struct GetOptions {
     /// Only these bytes of the body (end exclusive, clamped to the size).
     pub range: Option<Range<u64>>,
+    /// The SHA-256 recorded for the file when it was stored, if known. A
+    /// store holding several copies serves only a copy with this checksum
+    /// and fails over past any other; a single copy that disagrees is
+    /// [`crate::Error::BadCopy`].
+    pub expected_sha256: Option<Sha256Digest>,
 }
 
 /// The answer to a [`ContentStore::get`]: the whole file's facts, and the

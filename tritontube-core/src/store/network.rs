@@ -223,28 +223,49 @@ impl NetworkContentStore {
     ) -> Result<(usize, GetResult)> {
         let candidates = self.read_candidates(key);
         let mut failures = Vec::new();
+        let mut bad_copies = 0;
         for (i, node) in candidates.iter().enumerate().skip(skip) {
             let r = self.client(node).get(key, opts.clone()).await;
+            let r = match (r, opts.expected_sha256) {
+                // The node's copy is not the recorded one: never serve it.
+                (Ok(g), Some(expected)) if g.meta.sha256 != expected => Err(Error::BadCopy {
+                    key: key.to_string(),
+                    detail: format!(
+                        "{node} holds SHA-256 {}, the record says {expected}",
+                        g.meta.sha256
+                    ),
+                }),
+                (r, _) => r,
+            };
             self.note(node, &r);
             match r {
                 Ok(g) => return Ok((i, g)),
                 Err(Error::NotFound { .. }) => {}
+                Err(e @ Error::BadCopy { .. }) => {
+                    self.health.record_bad_copy(node, key);
+                    bad_copies += 1;
+                    failures.push((node.to_string(), e.to_string()));
+                }
                 Err(e) => failures.push((node.to_string(), e.to_string())),
             }
         }
+        let listed = failures
+            .iter()
+            .map(|(n, e)| format!("{n} ({e})"))
+            .collect::<Vec<_>>()
+            .join(", ");
         if failures.is_empty() {
             Err(Error::not_found(key.as_str()))
+        } else if bad_copies == failures.len() {
+            // Every copy found was bad: a server fault, never a 404 or 400.
+            Err(Error::BadCopy {
+                key: key.to_string(),
+                detail: format!("no good copy left: {listed}"),
+            })
         } else {
             Err(Error::Unavailable {
                 what: format!("file {key}"),
-                reason: format!(
-                    "no replica could serve it: {}",
-                    failures
-                        .iter()
-                        .map(|(n, e)| format!("{n} ({e})"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                reason: format!("no replica could serve it: {listed}"),
             })
         }
     }
@@ -367,6 +388,7 @@ impl ContentStore for NetworkContentStore {
             retries: usize,
         }
         let resume = Arc::new(NetworkResume {
+            health: self.health.clone(),
             candidates: self.read_candidates(key),
             clients: self
                 .read_candidates(key)
@@ -404,6 +426,12 @@ impl ContentStore for NetworkContentStore {
                     }
                     None if st.pos >= st.end => return None,
                     None | Some(Err(_)) => {
+                        if let Some(Err(Error::BadCopy { .. })) = &next
+                            && let Some(node) =
+                                st.store.candidates.get(st.next_candidate.saturating_sub(1))
+                        {
+                            st.store.health.record_bad_copy(node, &st.key);
+                        }
                         // Find another replica holding the same bytes.
                         let mut resumed = false;
                         while st.next_candidate < st.store.clients.len() && st.retries < 4 {
@@ -412,6 +440,7 @@ impl ContentStore for NetworkContentStore {
                             st.retries += 1;
                             let opts = GetOptions {
                                 range: Some(st.pos..st.end),
+                                expected_sha256: Some(st.store.sha),
                             };
                             if let Ok(g) = c.get(&st.key, opts).await
                                 && g.meta.sha256 == st.store.sha
@@ -530,6 +559,7 @@ impl ContentStore for NetworkContentStore {
 }
 
 struct NetworkResume {
+    health: Arc<HealthTracker>,
     candidates: Vec<NodeAddr>,
     clients: Vec<NodeClient>,
     sha: super::Sha256Digest,

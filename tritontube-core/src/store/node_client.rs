@@ -168,6 +168,12 @@ impl NodeClient {
                     actual: s.message().to_string(),
                 };
             }
+            "unavailable" => {
+                return Error::Unavailable {
+                    what: format!("storage node {}", self.addr),
+                    reason: s.message().to_string(),
+                };
+            }
             "bad-copy" => {
                 return Error::BadCopy {
                     key: key_s,

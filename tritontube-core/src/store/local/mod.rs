@@ -760,6 +760,14 @@ impl ContentStore for LocalContentStore {
         })
         .await?;
         let meta = row.meta();
+        if let Some(expected) = opts.expected_sha256
+            && expected != meta.sha256
+        {
+            return Err(Error::BadCopy {
+                key: key.to_string(),
+                detail: format!("holds SHA-256 {}, the record says {expected}", meta.sha256),
+            });
+        }
         let range = match opts.range {
             Some(r) => r.start.min(meta.size)..r.end.min(meta.size).max(r.start.min(meta.size)),
             None => 0..meta.size,
