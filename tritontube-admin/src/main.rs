@@ -81,6 +81,17 @@ enum Command {
         /// The new weight.
         weight: f64,
     },
+    /// Reach a member at a new address (same node, same directory, same node
+    /// id): its place on the ring and its files stay as they are, nothing is
+    /// copied. Refused if the node there is not that member.
+    Move {
+        /// Admin address of a web server.
+        server: String,
+        /// The member, by the address it joined with (its ring name).
+        node: String,
+        /// Where it answers now, host:port.
+        new_address: String,
+    },
 }
 
 /// Shows a change's progress: a bar on a terminal, plain lines otherwise.
@@ -139,7 +150,8 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
         | Command::Status { server }
         | Command::Verify { server }
         | Command::Repair { server }
-        | Command::Weight { server, .. } => server.clone(),
+        | Command::Weight { server, .. }
+        | Command::Move { server, .. } => server.clone(),
     };
     let client = AdminClient::connect(&server, cli.token.clone()).await?;
     let mut reporter = Reporter::new(cli.json);
@@ -183,6 +195,17 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
                 println!("Number of files migrated: {}", out.migrated);
             }
         }
+        Command::Move {
+            node, new_address, ..
+        } => {
+            client.move_node(&node, &new_address).await?;
+            if cli.json {
+                println!("{}", json!({ "node": node, "reached_at": new_address }));
+            } else {
+                println!("Successfully moved node: {node} is now reached at {new_address}");
+                println!("Number of files migrated: 0");
+            }
+        }
         Command::Weight { node, weight, .. } => {
             let out = client
                 .set_weight(&node, weight, |p| reporter.update(p))
@@ -221,6 +244,8 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
                             "last_error": n.last_error, "health_since_ms": n.health_since_ms,
                             "file_count": n.file_count,
                             "total_bytes": n.total_bytes, "ring_share": n.ring_share, "pending": n.pending,
+                            "node_id": n.node_id, "reached_at": n.reached_at,
+                            "quarantined": n.quarantined, "indexed_percent": n.indexed_percent,
                         })
                     })
                     .collect();
@@ -256,6 +281,18 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
                         n.ring_share * 100.0,
                         if n.pending { " (pending)" } else { "" }
                     );
+                    if !n.reached_at.is_empty() {
+                        println!("    reached at {}", n.reached_at);
+                    }
+                    if n.quarantined > 0 {
+                        println!(
+                            "    {} bad copies quarantined (repair restores them from good ones)",
+                            n.quarantined
+                        );
+                    }
+                    if n.indexed_percent < 100.0 {
+                        println!("    indexing {:.0}%", n.indexed_percent);
+                    }
                     if n.health != "up" && n.health_since_ms > 0 {
                         let now_ms = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)

@@ -89,6 +89,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                         addr,
                         weight: 1.0,
                         id: String::new(),
+                        reach: None,
                     })
                 })
                 .collect::<Result<_>>()?;
@@ -99,6 +100,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                     pending: None,
                     replicas: opts.replicas as usize,
                     epoch: 0,
+                    reach: Default::default(),
                 },
                 NodeClientConfig::default(),
                 tracker.clone(),
@@ -124,6 +126,13 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                         Ok(true) => tracing::info!("interrupted ring change recovered"),
                         Ok(false) => {}
                         Err(e) => tracing::error!(error = %e, "recovering an interrupted ring change failed"),
+                    }
+                    // Files stored before checksums were recorded get theirs
+                    // now, once, wherever all their copies agree.
+                    match m.record_unrecorded().await {
+                        Ok(Some(n)) => tracing::info!(files = n, "checksums recorded for files stored before records existed"),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "recording older files' checksums failed; the next start retries"),
                     }
                 }));
             }

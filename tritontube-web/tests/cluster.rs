@@ -27,6 +27,7 @@ fn entries(addrs: &[String]) -> Vec<NodeEntry> {
             addr: a.parse().unwrap(),
             weight: 1.0,
             id: String::new(),
+            reach: None,
         })
         .collect()
 }

@@ -132,6 +132,18 @@ impl AdminClient {
         self.follow(stream, progress).await
     }
 
+    /// Records that member `node` (its ring name) is now reached at
+    /// `new_address`; no data moves.
+    pub async fn move_node(&self, node: &str, new_address: &str) -> Result<()> {
+        let mut c = ClusterAdminClient::new(self.channel.clone());
+        let req = self.request(pb::MoveNodeRequest {
+            node_address: node.to_string(),
+            new_address: new_address.to_string(),
+        });
+        c.move_node(req).await.map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
     /// Repairs placement, calling `progress` with each update.
     pub async fn repair(&self, progress: impl FnMut(&pb::ChangeProgress)) -> Result<ChangeOutcome> {
         let mut c = ClusterAdminClient::new(self.channel.clone());

@@ -253,6 +253,17 @@ impl ClusterAdmin for AdminService {
                     total_bytes: bytes,
                     ring_share: share,
                     pending: !in_ring,
+                    node_id: match &h {
+                        Ok(h) if !h.node_id.is_empty() => h.node_id.clone(),
+                        _ => entry.id.clone(),
+                    },
+                    reached_at: entry
+                        .reach
+                        .as_ref()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                    quarantined: h.as_ref().map(|h| h.quarantined).unwrap_or(0),
+                    indexed_percent: h.as_ref().ok().and_then(|h| h.indexing).unwrap_or(100.0),
                 }
             })
             .collect();
@@ -305,6 +316,16 @@ impl ClusterAdmin for AdminService {
             &self.manager,
             async move { m.set_weight(&addr, req.weight).await },
         )))
+    }
+
+    async fn move_node(
+        &self,
+        req: Request<pb::MoveNodeRequest>,
+    ) -> Result<Response<pb::MoveNodeResponse>, Status> {
+        let addr = parse_addr(&req.get_ref().node_address)?;
+        let to = parse_addr(&req.get_ref().new_address)?;
+        self.manager.move_node(&addr, &to).await.map_err(refused)?;
+        Ok(Response::new(pb::MoveNodeResponse {}))
     }
 
     type WatchChangeStream = ProgressStream;

@@ -79,6 +79,9 @@ pub async fn run_healer(
         if state.pending.is_some() {
             continue;
         }
+        if let Err(e) = manager.record_member_ids().await {
+            tracing::debug!(error = %e, "could not record member ids yet");
+        }
         // Bad copies met by reads: repair exactly those files now.
         let queued = tracker.take_repair_queue();
         if !queued.is_empty() {

@@ -276,6 +276,8 @@ impl ClusterManager {
                     epoch: 1,
                     pending: None,
                     previous: None,
+                    // A new cluster: every file it stores is recorded.
+                    records_complete: true,
                 };
                 match self.meta.put_cluster_state(None, &state).await {
                     Ok(_) => state,
@@ -323,6 +325,7 @@ impl ClusterManager {
                 addr: addr.clone(),
                 weight,
                 id: String::new(),
+                reach: None,
             });
             Ok((nodes, Some(addr.clone())))
         })
@@ -388,6 +391,113 @@ impl ClusterManager {
             Ok((nodes, None))
         })
         .await
+    }
+
+    /// Records that the member named `addr` (its ring name) now answers at
+    /// `to`: the node there must answer with the member's node id. Its
+    /// tokens, and so its files, stay where they are; nothing is copied.
+    /// Takes the admin lock, so it never races a ring change.
+    pub async fn move_node(&self, addr: &NodeAddr, to: &NodeAddr) -> Result<()> {
+        let lease = self
+            .meta
+            .try_lock_admin(&self.config.holder, self.config.lock_ttl)
+            .await?;
+        let lock = HeldLock::start(self.meta.clone(), lease);
+        let result = self.move_locked(addr, to).await;
+        let _ = self.meta.unlock_admin(&lock.lease).await;
+        lock.stop();
+        result
+    }
+
+    async fn move_locked(&self, addr: &NodeAddr, to: &NodeAddr) -> Result<()> {
+        let state = self.state().await?;
+        if state.value.pending.is_some() || state.value.previous.is_some() {
+            return Err(Error::Refused {
+                reason: "a ring change is under way or must be recovered first".into(),
+            });
+        }
+        let Some(member) = state.value.nodes.iter().find(|n| n.addr == *addr).cloned() else {
+            return Err(Error::UnknownNode {
+                node: addr.to_string(),
+            });
+        };
+        if let Some(other) = state
+            .value
+            .nodes
+            .iter()
+            .find(|n| n.addr != *addr && n.reach_addr() == to)
+        {
+            return Err(Error::Refused {
+                reason: format!("{to} is where member {} is reached", other.addr),
+            });
+        }
+        let there = self.health(to).await.map_err(|e| Error::Refused {
+            reason: format!("nothing answers at {to}, so {addr} was not moved: {e}"),
+        })?;
+        if member.id.is_empty() {
+            return Err(Error::Refused {
+                reason: format!(
+                    "{addr} joined before node ids were recorded, so the node at {to} cannot be \
+                     proven to be it; start it at {addr} once so its id is recorded"
+                ),
+            });
+        }
+        if there.node_id != member.id {
+            return Err(Error::Refused {
+                reason: format!(
+                    "the node at {to} has id {:?}, not {addr}'s id {}: it is another node",
+                    there.node_id, member.id
+                ),
+            });
+        }
+        let mut next = state.value.clone();
+        for n in next.nodes.iter_mut().filter(|n| n.addr == *addr) {
+            n.reach = (to != addr).then(|| to.clone());
+        }
+        self.meta
+            .put_cluster_state(Some(state.version), &next)
+            .await?;
+        self.nodes.apply(&next);
+        tracing::info!(node = %addr, to = %to, "member reached at a new address; no data moved");
+        Ok(())
+    }
+
+    /// Learns the ids of members recorded without one (asking each that
+    /// answers), so identity checks and moves can rely on them.
+    pub async fn record_member_ids(&self) -> Result<()> {
+        let state = self.state().await?;
+        if state.value.pending.is_some() || state.value.nodes.iter().all(|n| !n.id.is_empty()) {
+            return Ok(());
+        }
+        // Under the lock, so this never races a ring change's own writes.
+        let Ok(lease) = self
+            .meta
+            .try_lock_admin(&self.config.holder, self.config.lock_ttl)
+            .await
+        else {
+            return Ok(());
+        };
+        let state = self.state().await?;
+        let mut next = state.value.clone();
+        let mut learned = false;
+        for n in next.nodes.iter_mut().filter(|n| n.id.is_empty()) {
+            if let Ok(h) = self.health(n.reach_addr()).await
+                && !h.node_id.is_empty()
+            {
+                n.id = h.node_id;
+                learned = true;
+            }
+        }
+        let written = if learned {
+            self.meta
+                .put_cluster_state(Some(state.version), &next)
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        let _ = self.meta.unlock_admin(&lease).await;
+        written
     }
 
     /// Finishes (or rolls back) a change interrupted by a crash, and deletes
@@ -933,7 +1043,7 @@ impl ClusterManager {
         }
     }
 
-    async fn lock_waiting(&self) -> Result<HeldLock> {
+    pub(crate) async fn lock_waiting(&self) -> Result<HeldLock> {
         let deadline = tokio::time::Instant::now() + self.config.lock_ttl * 3;
         loop {
             match self
@@ -1005,8 +1115,8 @@ fn node_error(addr: &NodeAddr, what: &str, e: Error) -> Error {
 }
 
 /// The admin lock, renewed in the background while held.
-struct HeldLock {
-    lease: AdminLease,
+pub(crate) struct HeldLock {
+    pub(crate) lease: AdminLease,
     lost: Arc<AtomicBool>,
     renew: tokio::task::JoinHandle<()>,
 }
@@ -1036,7 +1146,7 @@ impl HeldLock {
         self.lost.load(Ordering::SeqCst)
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.renew.abort();
     }
 }

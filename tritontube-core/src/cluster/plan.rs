@@ -202,6 +202,21 @@ pub fn plan(holdings: &Holdings, ring: &TokenRing, replicas: usize, recorded: &R
         };
         plan_file(key, copies, &owners, size, sha, &mut out);
     }
+    // Recorded files of which no node holds any copy at all.
+    for (key, (size, sha)) in recorded {
+        if holdings.contains_key(key) {
+            continue;
+        }
+        out.files += 1;
+        let node = owners_of(ring, key, replicas).into_iter().next();
+        if let Some(node) = node {
+            out.problems.push(Problem::Lost {
+                key: key.clone(),
+                node,
+                detail: format!("no node holds a copy ({size} bytes, SHA-256 {sha} recorded)"),
+            });
+        }
+    }
     out
 }
 
@@ -423,6 +438,16 @@ mod tests {
         let p = plan(&holdings, &r, 2, &Recorded::new());
         assert!(p.copies.is_empty() && p.surplus.is_empty());
         assert!(matches!(&p.problems[..], [Problem::Conflict { .. }]));
+    }
+
+    #[test]
+    fn a_recorded_file_no_node_holds_is_lost() {
+        let r = ring(&["a:1", "b:2"]);
+        let key = ContentKey::from_parts("v", "gone").unwrap();
+        let recorded: Recorded = [(key.clone(), (10, Sha256Digest([4; 32])))].into();
+        let p = plan(&Holdings::new(), &r, 2, &recorded);
+        assert_eq!(p.files, 1);
+        assert!(matches!(&p.problems[..], [Problem::Lost { key: k, .. }] if *k == key));
     }
 
     #[test]

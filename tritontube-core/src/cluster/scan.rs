@@ -82,6 +82,71 @@ impl ClusterManager {
         Ok(n)
     }
 
+    /// The one-time pass for files stored before checksums were recorded at
+    /// write: each file of a known video with no record gets one, taken from
+    /// its copies when they all agree (a file whose copies disagree is left
+    /// unrecorded and reported by verify as a conflict). Returns `None` if
+    /// the pass was already done, else the number of files recorded. Holds
+    /// the admin lock; waits for it like a recovery does.
+    pub async fn record_unrecorded(&self) -> Result<Option<u64>> {
+        if self.state().await?.value.records_complete {
+            return Ok(None);
+        }
+        let lock = self.lock_waiting().await?;
+        let result = self.record_unrecorded_locked().await;
+        let _ = self.meta.unlock_admin(&lock.lease).await;
+        lock.stop();
+        result.map(Some)
+    }
+
+    async fn record_unrecorded_locked(&self) -> Result<u64> {
+        let state = self.state().await?;
+        if state.value.records_complete {
+            return Ok(0);
+        }
+        let mut known: std::collections::HashMap<crate::id::VideoId, bool> = Default::default();
+        let mut recorded = 0;
+        for batch in whole_ring() {
+            let (holdings, records) = futures::try_join!(
+                self.holdings_in(&state.value.nodes, &state.value.nodes, &batch),
+                self.recorded_in(&batch)
+            )?;
+            let mut found = Vec::new();
+            for (key, copies) in holdings {
+                if records.contains_key(&key) {
+                    continue;
+                }
+                let first = &copies[0].1;
+                if copies.iter().any(|(_, m)| m.size != first.size || m.sha256 != first.sha256) {
+                    continue;
+                }
+                let video = key.video().clone();
+                let exists = match known.get(&video) {
+                    Some(e) => *e,
+                    None => {
+                        let e = self.meta.get_video(&video).await.is_ok();
+                        known.insert(video, e);
+                        e
+                    }
+                };
+                if exists {
+                    found.push(crate::metadata::FileRecord {
+                        key,
+                        size: first.size,
+                        sha256: first.sha256,
+                    });
+                }
+            }
+            recorded += found.len() as u64;
+            self.meta.record_files(&found).await?;
+        }
+        let state = self.state().await?;
+        let mut next = state.value.clone();
+        next.records_complete = true;
+        self.meta.put_cluster_state(Some(state.version), &next).await?;
+        Ok(recorded)
+    }
+
     /// Files quarantined on every member, as their Health answers say
     /// (members that do not answer count as zero).
     pub async fn quarantined_total(&self) -> u64 {

@@ -189,12 +189,14 @@ pub async fn cluster_state_compare_and_swap(store: &dyn MetadataStore) {
             addr: "localhost:8090".parse().unwrap(),
             weight: 1.0,
             id: String::new(),
+            reach: None,
         }],
         replicas: 2,
         vnodes: 64,
         epoch: 1,
         pending: None,
         previous: None,
+        records_complete: false,
     };
     let v1 = store
         .put_cluster_state(None, &s)
@@ -209,6 +211,7 @@ pub async fn cluster_state_compare_and_swap(store: &dyn MetadataStore) {
         addr: "localhost:8091".parse().unwrap(),
         weight: 2.0,
         id: String::new(),
+        reach: None,
     }]);
     let v2 = store.put_cluster_state(Some(v1), &s).await.expect("update");
     assert_ne!(v1, v2);

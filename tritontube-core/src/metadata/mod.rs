@@ -139,6 +139,27 @@ pub struct NodeEntry {
     /// ever a member twice.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
+    /// Where the node is reached, if it moved away from `addr` (which stays
+    /// its ring name, so its tokens and its files stay the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<NodeAddr>,
+}
+
+impl NodeEntry {
+    /// A member reached at its ring name, with no id recorded yet.
+    pub fn new(addr: NodeAddr, weight: f64) -> Self {
+        NodeEntry {
+            addr,
+            weight,
+            id: String::new(),
+            reach: None,
+        }
+    }
+
+    /// The address to connect to.
+    pub fn reach_addr(&self) -> &NodeAddr {
+        self.reach.as_ref().unwrap_or(&self.addr)
+    }
 }
 
 /// The cluster's state, read and written as one versioned value.
@@ -158,6 +179,10 @@ pub struct ClusterState {
     /// the copies they no longer own are still being deleted.
     #[serde(default)]
     pub previous: Option<Vec<NodeEntry>>,
+    /// True once every file stored before checksums were recorded at write
+    /// has had its checksum recorded (the one-time pass is done).
+    #[serde(default)]
+    pub records_complete: bool,
 }
 
 /// A value with the version it was read at, for compare-and-swap updates.

@@ -13,7 +13,7 @@
 //! dies while streaming), and a write whose owner is down goes to the next
 //! live node on the ring instead (a hinted copy that `repair` hands back).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -42,6 +42,9 @@ pub struct Placement {
     /// The epoch of the cluster state this placement comes from (0 when
     /// built by hand).
     pub epoch: u64,
+    /// Members reached at an address other than their ring name (moved
+    /// nodes): ring name → address.
+    pub reach: HashMap<NodeAddr, NodeAddr>,
 }
 
 impl Placement {
@@ -52,6 +55,12 @@ impl Placement {
             pending: state.pending.as_ref().map(|p| ring_of(p, state.vnodes)),
             replicas: state.replicas.max(1) as usize,
             epoch: state.epoch,
+            reach: state
+                .nodes
+                .iter()
+                .chain(state.pending.iter().flatten())
+                .filter_map(|n| n.reach.clone().map(|r| (n.addr.clone(), r)))
+                .collect(),
         }
     }
 
@@ -115,6 +124,7 @@ impl NetworkContentStore {
                 pending: None,
                 replicas,
                 epoch: 0,
+                reach: HashMap::new(),
             },
             NodeClientConfig::default(),
             Arc::new(HealthTracker::default()),
@@ -139,8 +149,11 @@ impl NetworkContentStore {
         &self.health
     }
 
-    /// The client of one node.
+    /// The client of one node, named by its ring name (a moved member is
+    /// reached at its new address).
     pub fn client(&self, addr: &NodeAddr) -> NodeClient {
+        let p = self.placement();
+        let addr = p.reach.get(addr).unwrap_or(addr);
         if let Some(c) = self
             .clients
             .read()
@@ -530,32 +543,84 @@ impl ContentStore for NetworkContentStore {
         Ok(())
     }
 
+    /// Every node's listing, merged in order and without duplicates: nodes
+    /// list in (ring hash, key) order (by key for one video), so a k-way
+    /// merge sees each key's copies side by side and keeps one. Memory stays
+    /// one entry per node, whatever the number of files.
     fn list(&self, video: Option<&VideoId>) -> MetaStream<'_> {
         let nodes = self.placement().all_nodes();
-        let video = video.cloned();
-        let lists: Vec<_> = nodes
-            .into_iter()
+        let lists: Vec<MetaStream<'static>> = nodes
+            .iter()
             .map(|n| {
-                let client = self.client(&n);
-                let video = video.clone();
-                futures::stream::once(async move {
-                    let items: Vec<Result<ObjectMeta>> =
-                        client.list(video.as_ref()).collect().await;
-                    futures::stream::iter(items)
-                })
-                .flatten()
-                .boxed()
+                let client = self.client(n);
+                match video {
+                    Some(v) => {
+                        let v = v.clone();
+                        futures::stream::once(async move {
+                            client.list(Some(&v)).collect::<Vec<_>>().await
+                        })
+                        .map(futures::stream::iter)
+                        .flatten()
+                        .boxed()
+                    }
+                    None => client.list_ranges(&[HashRange::ALL], None),
+                }
             })
             .collect();
-        let mut seen = HashSet::new();
-        Box::pin(futures::stream::iter(lists).flatten().filter_map(move |m| {
-            let keep = match &m {
-                Ok(meta) => seen.insert(meta.key.clone()),
-                Err(_) => true,
-            };
-            futures::future::ready(keep.then_some(m))
-        }))
+        let order: fn(&ObjectMeta) -> (u64, String) = match video {
+            Some(_) => |m| (0, m.key.as_str().to_string()),
+            None => |m| (key_hash(m.key.as_str()), m.key.as_str().to_string()),
+        };
+        Box::pin(merge_sorted(lists, order))
     }
+}
+
+/// Merges streams each sorted by `order`, yielding each key once.
+fn merge_sorted(
+    streams: Vec<MetaStream<'static>>,
+    order: fn(&ObjectMeta) -> (u64, String),
+) -> impl futures::Stream<Item = Result<ObjectMeta>> + Send + 'static {
+    struct Merge {
+        heads: Vec<(Option<ObjectMeta>, MetaStream<'static>)>,
+        last: Option<ContentKey>,
+    }
+    let state = Merge {
+        heads: streams.into_iter().map(|s| (None, s)).collect(),
+        last: None,
+    };
+    futures::stream::unfold(Some(state), move |st| async move {
+        let mut st = st?;
+        loop {
+            // Fill every empty head (once at the start, then the one taken).
+            let mut i = 0;
+            while i < st.heads.len() {
+                if st.heads[i].0.is_none() {
+                    match st.heads[i].1.next().await {
+                        Some(Ok(m)) => st.heads[i].0 = Some(m),
+                        Some(Err(e)) => return Some((Err(e), None)),
+                        None => {
+                            drop(st.heads.swap_remove(i));
+                            continue;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            let best = st
+                .heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (h, _))| h.as_ref().map(|m| (order(m), i)))
+                .min()?
+                .1;
+            let m = st.heads[best].0.take()?;
+            if st.last.as_ref() == Some(&m.key) {
+                continue;
+            }
+            st.last = Some(m.key.clone());
+            return Some((Ok(m), Some(st)));
+        }
+    })
 }
 
 struct NetworkResume {
@@ -595,7 +660,8 @@ impl Nodes for NetworkContentStore {
         to: &NodeAddr,
         opts: PutOptions,
     ) -> Result<()> {
-        match self.client(to).copy_from(key, from, opts.clone()).await {
+        let source = self.client(from).addr().clone();
+        match self.client(to).copy_from(key, &source, opts.clone()).await {
             Ok(_) => Ok(()),
             Err(Error::Unsupported { .. }) => {
                 let got = self.client(from).get(key, GetOptions::default()).await?;

@@ -504,6 +504,9 @@ pub async fn metrics(app: App) -> Reply_ {
         extra.push_str("# HELP tritontube_hinted_writes_total Writes sent to a stand-in because an owner was down.\n");
         extra.push_str("# TYPE tritontube_hinted_writes_total counter\n");
         let _ = writeln!(extra, "tritontube_hinted_writes_total {}", h.hints());
+        extra.push_str("# HELP tritontube_bad_copies_total Copies whose bytes disagreed with the recorded checksum, met by reads (another copy was served, and a repair queued).\n");
+        extra.push_str("# TYPE tritontube_bad_copies_total counter\n");
+        let _ = writeln!(extra, "tritontube_bad_copies_total {}", h.bad_copies());
         extra.push_str("# HELP tritontube_node_errors_total Failed requests to a storage node.\n");
         extra.push_str("# TYPE tritontube_node_errors_total counter\n");
         for (addr, n) in &snap {
