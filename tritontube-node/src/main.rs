@@ -23,6 +23,10 @@ struct Args {
     /// them (0 turns scrubbing off).
     #[arg(long, default_value_t = 8.0)]
     scrub_mb_per_s: f64,
+    /// Check every chunk read against the hash recorded when it was written
+    /// (`--verify-reads false` exists only to measure what that costs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    verify_reads: bool,
     /// Directory holding this node's files (created if missing).
     base_dir: PathBuf,
 }
@@ -34,6 +38,7 @@ async fn main() -> ExitCode {
     let options = LocalOptions {
         scrub_bytes_per_sec: (args.scrub_mb_per_s > 0.0)
             .then(|| (args.scrub_mb_per_s * 1_000_000.0) as u64),
+        verify_reads: args.verify_reads,
     };
     let store = match LocalContentStore::open(&args.base_dir, options) {
         Ok(s) => s,

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use sha2::{Digest, Sha256};
 use tritontube_core::admin::AdminClient;
-use tritontube_core::testing::free_port;
 
 /// Where a video's file sits on each node's disk.
 fn copies_on_disk(root: &Path, ports: &[u16], id: &str, file: &str) -> Vec<PathBuf> {
@@ -29,8 +28,8 @@ fn copies_on_disk(root: &Path, ports: &[u16], id: &str, file: &str) -> Vec<PathB
 fn rot(path: &Path) {
     let before = std::fs::metadata(path).unwrap();
     let mut bytes = std::fs::read(path).unwrap();
-    let mid = bytes.len() / 2;
-    for b in &mut bytes[mid..(mid + 16).min(bytes.len())] {
+    let (mid, len) = (bytes.len() / 2, bytes.len());
+    for b in &mut bytes[mid..(mid + 16).min(len)] {
         *b = !*b;
     }
     std::fs::write(path, &bytes).unwrap();

@@ -18,7 +18,7 @@ use crate::ring::{HashRange, TokenRing, diff};
 const RANGES_PER_BATCH: usize = 256;
 
 /// Equal parts the whole ring is cut into for verify and repair.
-pub(crate) const RING_PARTS: u64 = 64;
+pub(crate) const RING_PARTS: u64 = 256;
 
 /// Range batches scanned at once by verify.
 pub(crate) const PARALLEL_BATCHES: usize = 4;
