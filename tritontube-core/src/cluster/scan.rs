@@ -117,7 +117,10 @@ impl ClusterManager {
                     continue;
                 }
                 let first = &copies[0].1;
-                if copies.iter().any(|(_, m)| m.size != first.size || m.sha256 != first.sha256) {
+                if copies
+                    .iter()
+                    .any(|(_, m)| m.size != first.size || m.sha256 != first.sha256)
+                {
                     continue;
                 }
                 let video = key.video().clone();
@@ -143,7 +146,9 @@ impl ClusterManager {
         let state = self.state().await?;
         let mut next = state.value.clone();
         next.records_complete = true;
-        self.meta.put_cluster_state(Some(state.version), &next).await?;
+        self.meta
+            .put_cluster_state(Some(state.version), &next)
+            .await?;
         Ok(recorded)
     }
 

@@ -267,7 +267,16 @@ impl NetworkContentStore {
             .map(|(n, e)| format!("{n} ({e})"))
             .collect::<Vec<_>>()
             .join(", ");
-        if failures.is_empty() {
+        if failures.is_empty() && opts.expected_sha256.is_some() {
+            // Recorded, yet no node holds it: lost bytes, a server fault.
+            Err(Error::BadCopy {
+                key: key.to_string(),
+                detail: format!(
+                    "recorded, but none of {} nodes holds a copy",
+                    candidates.len()
+                ),
+            })
+        } else if failures.is_empty() {
             Err(Error::not_found(key.as_str()))
         } else if bad_copies == failures.len() {
             // Every copy found was bad: a server fault, never a 404 or 400.

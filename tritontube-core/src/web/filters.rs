@@ -101,6 +101,26 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         }))
 }
 
+/// What a caller is told about `error`: for its own mistakes (4xx) the
+/// error itself, which names what was wrong with the request; for server
+/// faults (5xx) a short sentence, never a path or a node's internals (those
+/// go to the log).
+pub fn public_message(error: &Error) -> String {
+    match error {
+        e if e.http_status() < 500 => e.to_string(),
+        Error::BadCopy { key, .. } => {
+            format!("no intact copy of {key} could be read; it has been reported for repair")
+        }
+        Error::EmptyRing
+        | Error::Node { .. }
+        | Error::Unavailable { .. }
+        | Error::InsufficientReplicas { .. } => {
+            "the storage cluster cannot serve this right now; try again shortly".to_string()
+        }
+        _ => "internal error; the server log has the details".to_string(),
+    }
+}
+
 /// Maps every rejection to a status code and a message, and logs refusals.
 pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
     let (status, message, json) = if let Some(e) = r.find::<ApiError>() {
@@ -111,7 +131,7 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
         } else if status != StatusCode::NOT_FOUND {
             tracing::info!(error = %e.error, "request refused");
         }
-        (status, e.error.to_string(), e.json)
+        (status, public_message(&e.error), e.json)
     } else if r.is_not_found() {
         (StatusCode::NOT_FOUND, "not found".to_string(), false)
     } else if let Some(e) = r.find::<warp::reject::PayloadTooLarge>() {
@@ -124,9 +144,21 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
             "method not allowed".to_string(),
             false,
         )
-    } else {
+    } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
         tracing::info!(rejection = ?r, "request refused");
-        (StatusCode::BAD_REQUEST, format!("{r:?}"), false)
+        (
+            StatusCode::BAD_REQUEST,
+            format!("malformed request: bad {} header", e.name()),
+            false,
+        )
+    } else {
+        // The details (warp's debug text) go to the log only.
+        tracing::info!(rejection = ?r, "request refused");
+        (
+            StatusCode::BAD_REQUEST,
+            "malformed request".to_string(),
+            false,
+        )
     };
     let reply: warp::reply::Response = if json {
         warp::reply::with_status(

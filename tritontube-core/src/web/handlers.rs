@@ -142,6 +142,15 @@ fn content_type(file: &str) -> &'static str {
     }
 }
 
+/// A byte position: digits only; a number too large for `u64` is as good
+/// as `u64::MAX` (it only ever means "past the end").
+fn byte_pos(s: &str) -> Result<u64, ()> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    Ok(s.parse().unwrap_or(u64::MAX))
+}
+
 /// Parses one `bytes=` range against `size`: `Ok(None)` for no (or an
 /// ignorable) header, `Err(())` for an unsatisfiable one.
 fn parse_range(h: Option<&str>, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
@@ -154,16 +163,18 @@ fn parse_range(h: Option<&str>, size: u64) -> Result<Option<std::ops::Range<u64>
     let (a, b) = spec.split_once('-').ok_or(())?;
     let r = match (a.trim(), b.trim()) {
         ("", n) => {
-            let n: u64 = n.parse().map_err(|_| ())?;
+            let n = byte_pos(n)?;
             size.saturating_sub(n)..size
         }
-        (a, "") => a.parse().map_err(|_| ())?..size,
+        (a, "") => byte_pos(a)?..size,
         (a, b) => {
-            let (a, b): (u64, u64) = (a.parse().map_err(|_| ())?, b.parse().map_err(|_| ())?);
+            let (a, b) = (byte_pos(a)?, byte_pos(b)?);
             if b < a {
                 return Err(());
             }
-            a..(b + 1).min(size)
+            // A last byte past the end means "to the end" (RFC 9110 14.1.2),
+            // however large the number.
+            a..b.saturating_add(1).min(size)
         }
     };
     if r.start >= size || r.is_empty() {
@@ -221,20 +232,32 @@ pub async fn content(
             .header(header::CACHE_CONTROL, cache)
             .header(header::ACCEPT_RANGES, "bytes")
     };
+    // If-None-Match uses the weak comparison (RFC 9110 13.1.2): `W/"x"`
+    // matches `"x"`.
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
-        && (inm.split(',').any(|t| t.trim() == etag) || inm.trim() == "*")
+        && (inm
+            .split(',')
+            .any(|t| t.trim().trim_start_matches("W/") == etag)
+            || inm.trim() == "*")
     {
         return respond(
             builder().status(StatusCode::NOT_MODIFIED),
             warp::reply().into_response(),
         );
     }
-    let range = match parse_range(
-        headers.get(header::RANGE).and_then(|h| h.to_str().ok()),
-        meta.size,
-    ) {
+    // If-Range uses the strong comparison: a weak tag or a date (this
+    // server sends no Last-Modified) never matches, and then the whole file
+    // is sent (RFC 9110 13.1.5).
+    let range_header = match headers
+        .get(header::IF_RANGE)
+        .map(|h| h.to_str().unwrap_or(""))
+    {
+        Some(tag) if tag.trim() != etag => None,
+        _ => headers.get(header::RANGE).and_then(|h| h.to_str().ok()),
+    };
+    let range = match parse_range(range_header, meta.size) {
         Ok(r) => r,
         Err(()) => {
             return respond(
@@ -282,10 +305,20 @@ pub async fn content(
         )
         .await
         .map_err(html_err)?;
+    // The first chunk is read (and verified by the store) before the status
+    // is sent, so a bad copy found there is a clean 502. A bad chunk found
+    // later can only cut the body short: the status is gone by then, and
+    // the client sees fewer bytes than Content-Length promised.
+    let mut body = got.stream;
+    let first = match body.next().await {
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => return Err(html_err(e)),
+        None => None,
+    };
     // Bridge to a Sync stream for the HTTP body, counting bytes served.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let metrics = app.metrics.clone();
-    let mut body = got.stream;
+    let mut body = futures::stream::iter(first.map(Ok)).chain(body);
     tokio::spawn(async move {
         while let Some(c) = body.next().await {
             let item = c.map_err(|e| std::io::Error::other(e.to_string()));

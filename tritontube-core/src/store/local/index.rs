@@ -414,6 +414,37 @@ impl Index {
         })
     }
 
+    /// [`Index::insert_found`] for many rows in one transaction. Returns the
+    /// number of rows inserted and their bytes.
+    pub fn insert_found_batch(&self, rows: &[Row]) -> Result<(u64, u64)> {
+        self.write("index found files", |c| {
+            let tx = c.transaction()?;
+            let (mut n, mut bytes) = (0, 0);
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO files (key, video, ring_hash, size, sha256, chunks)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for row in rows {
+                    let inserted = st.execute(params![
+                        row.key.as_str(),
+                        row.key.video().as_str(),
+                        to_sql(row.ring_hash()),
+                        row.size as i64,
+                        row.sha256.0.to_vec(),
+                        row.chunks
+                    ])?;
+                    if inserted > 0 {
+                        n += 1;
+                        bytes += row.size;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok((n, bytes))
+        })
+    }
+
     /// Removes the row of `key` (if it still has `sha256`) and records the
     /// file as quarantined at `moved_to`. Returns the removed row's size.
     pub fn quarantine(

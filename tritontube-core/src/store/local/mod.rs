@@ -508,6 +508,40 @@ impl Inner {
         }
     }
 
+    /// Indexes a batch of files found on disk by the rebuild, in one
+    /// transaction: each is hashed first (no lock held), then, with every
+    /// key lock held for the moment of the insert, kept only if nothing
+    /// changed it meanwhile and no put indexed it first.
+    pub(crate) fn index_found_batch(&self, found: &[(ContentKey, PathBuf)]) -> Result<()> {
+        type Identity = (u64, std::time::SystemTime, u64);
+        let mut hashed: Vec<(Row, PathBuf, Identity)> = Vec::with_capacity(found.len());
+        for (key, path) in found {
+            let Some(before) = file_identity(path) else {
+                continue;
+            };
+            match hash_file(key, path) {
+                Ok(r) => hashed.push((r, path.clone(), before)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Every stripe, in order (no deadlock with single-key writers).
+        let _guards: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let rows: Vec<Row> = hashed
+            .into_iter()
+            .filter(|(_, path, before)| file_identity(path).as_ref() == Some(before))
+            .map(|(r, ..)| r)
+            .collect();
+        let (n, bytes) = self.index.insert_found_batch(&rows)?;
+        self.files.fetch_add(n, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Renames `tmp` onto `key` and records `row`, as one step for every
     /// other writer of the key.
     fn install(&self, tmp_name: &str, row: Row) -> Result<()> {
@@ -683,7 +717,9 @@ impl Reader {
         let got = if self.inner.verify_reads {
             Sha256Digest(Sha256::digest(&buf).into())
         } else {
-            self.row.chunk_hash(self.next_chunk).unwrap_or(self.row.sha256)
+            self.row
+                .chunk_hash(self.next_chunk)
+                .unwrap_or(self.row.sha256)
         };
         if Some(got) != self.row.chunk_hash(self.next_chunk) {
             let detail = format!("chunk at byte {start} hashes to {got}, not what was written");
@@ -760,8 +796,19 @@ impl ContentStore for LocalContentStore {
     async fn get(&self, key: &ContentKey, opts: GetOptions) -> Result<GetResult> {
         let inner = self.inner.clone();
         let k = key.clone();
+        let recorded = opts.expected_sha256.is_some();
         let (row, file, path) = blocking(move || {
-            let row = inner.row(&k)?;
+            let row = match inner.row(&k) {
+                // The caller holds a record of this file: its absence is
+                // lost bytes, not a wrong address.
+                Err(Error::NotFound { .. }) if recorded => {
+                    return Err(Error::BadCopy {
+                        key: k.to_string(),
+                        detail: "recorded, but not held here".into(),
+                    });
+                }
+                r => r?,
+            };
             let path = inner.path_of(&k)?;
             let file = match std::fs::File::open(&path) {
                 Ok(f) => f,

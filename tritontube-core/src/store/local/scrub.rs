@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::Inner;
 use super::index::CHUNK;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::{ContentKey, FileName, VideoId};
 use crate::store::Sha256Digest;
 
@@ -206,6 +206,9 @@ fn video_dirs(base: &Path) -> Vec<VideoId> {
         .collect()
 }
 
+/// Files hashed, then indexed in one transaction, by the rebuild.
+const REBUILD_BATCH: usize = 256;
+
 /// Builds the index from the directory. Files a put indexed meanwhile are
 /// kept as they are; every other file is hashed.
 fn rebuild(store: &Weak<Inner>) -> Result<()> {
@@ -234,17 +237,20 @@ fn rebuild(store: &Weak<Inner>) -> Result<()> {
             return Ok(());
         }
         let dir = inner.base.join(v.as_str());
+        let mut batch = Vec::with_capacity(REBUILD_BATCH);
         for key in video_files(&dir, &v) {
             inner.index_done.fetch_add(1, Ordering::Relaxed);
             if inner.index.get(&key)?.is_some() {
                 continue;
             }
             let path = dir.join(key.file().as_str());
-            match inner.index_found(&key, &path) {
-                Ok(_) | Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+            batch.push((key, path));
+            if batch.len() == REBUILD_BATCH {
+                inner.index_found_batch(&batch)?;
+                batch.clear();
             }
         }
+        inner.index_found_batch(&batch)?;
     }
     let Some(inner) = store.upgrade() else {
         return Ok(());
