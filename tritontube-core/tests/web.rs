@@ -438,3 +438,289 @@ async fn bad_paths_and_unknown_videos() {
     assert_eq!(r.status(), 400);
     nothing_stored(&s.app).await;
 }
+
+// ---------------------------------------------------------------------------
+// Indirections: uploads that would make ffmpeg open another file.
+//
+// Each "secret" is a real, playable file on the server (160x120, unlike every
+// clip uploaded here, which is 320x240): if an upload ever got ffmpeg to open
+// one, it would be published as a video and these tests would see it.
+
+/// A 1 s clip of `size` (`WxH`) made by ffmpeg with `codec` arguments, in
+/// the container its name says.
+fn small_clip(dir: &Path, name: &str, size: &str, codec: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size={size}:rate=25:duration=1"))
+        .args(codec)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg made {name}");
+    out
+}
+
+const H264: &[&str] = &["-c:v", "libx264", "-pix_fmt", "yuv420p"];
+
+/// An HLS playlist with one segment, `entry`.
+fn hls(entry: &str) -> Vec<u8> {
+    format!("#EXTM3U\n#EXT-X-TARGETDURATION:7\n#EXTINF:7.0,\n{entry}\n#EXT-X-ENDLIST\n")
+        .into_bytes()
+}
+
+/// One refused upload: what it is, its file name, its body, and words the
+/// refusal must contain.
+type Refused = (&'static str, String, Vec<u8>, &'static str);
+
+/// Playlists and scripts naming the secrets `ts` and `mp4`, each of which
+/// made ffmpeg open and publish a secret before containers were checked.
+fn playlists(ts: &str, mp4: &str) -> Vec<Refused> {
+    // Up past the root from the ingest's temporary directory, then down.
+    let relative = format!("{}{}", "../".repeat(32), ts.trim_start_matches('/'));
+    let mut cases: Vec<Refused> = [
+        ("HLS, absolute path", ts.to_string()),
+        ("HLS, file: URL", format!("file:{ts}")),
+        ("HLS, ../ path", relative),
+        (
+            "HLS, subfile entry",
+            format!("subfile,,start,0,end,0,,:{ts}"),
+        ),
+        ("HLS, concat: entry", format!("concat:{ts}|{ts}")),
+        ("HLS, data: entry", "data:video/mp2t;base64,R0dHRw==".into()),
+    ]
+    .into_iter()
+    .map(|(what, entry)| {
+        let needle = "\"hls\" is not an accepted video container";
+        (what, "a.mp4".to_string(), hls(&entry), needle)
+    })
+    .collect();
+    let mpd = format!(
+        r#"<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT1S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"><Period><AdaptationSet mimeType="video/mp2t"><Representation id="0" bandwidth="100000"><BaseURL>{ts}</BaseURL></Representation></AdaptationSet></Period></MPD>
+"#
+    );
+    cases.extend([
+        (
+            // ffmpeg 5.1 needs a tag such as TARGETDURATION to see HLS.
+            "HLS without the tags ffmpeg needs",
+            "a.m3u8".into(),
+            format!("#EXTM3U\n#EXTINF:7.0,\n{ts}\n").into_bytes(),
+            "not a video",
+        ),
+        (
+            "ffconcat script",
+            "a.mp4".into(),
+            format!("ffconcat version 1.0\nfile {mp4}\n").into_bytes(),
+            "\"concat\"",
+        ),
+        (
+            "DASH manifest",
+            "a.mpd".into(),
+            mpd.into_bytes(),
+            "\"dash\"",
+        ),
+    ]);
+    cases
+}
+
+/// Other indirections: a network session, a subtitle index that opens a
+/// second file, images (`png`, `jpg`: paths to `image2`), and protocol
+/// syntax in the upload's name (with a body that is no video).
+fn other_indirections(ts: &str, png: Vec<u8>, jpg: Vec<u8>) -> Vec<Refused> {
+    let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+    let vobsub = "# VobSub index file, v7 (do not modify this line!)\nsize: 160x120\nid: en, index: 0\ntimestamp: 00:00:00:000, filepos: 000000000\n";
+    let text = b"just some text\n".repeat(10);
+    vec![
+        (
+            "SDP session (network input)",
+            "a.sdp".into(),
+            sdp.into(),
+            "\"sdp\"",
+        ),
+        (
+            "VobSub index (opens a .sub)",
+            "a.idx".into(),
+            vobsub.into(),
+            "\"vobsub\"",
+        ),
+        (
+            "PNG named as an image2 pattern",
+            "img%03d.png".into(),
+            png,
+            "\"png_pipe\"",
+        ),
+        ("a single JPEG", "still.jpg".into(), jpg, "\"jpeg_pipe\""),
+        (
+            "concat: protocol as the name",
+            format!("concat:{ts}|{ts}"),
+            text.clone(),
+            "not a video",
+        ),
+        (
+            "subfile protocol as the name",
+            format!("subfile,,start,0,end,0,,:{ts}"),
+            text.clone(),
+            "not a video",
+        ),
+        (
+            "data: URL as the name",
+            "data:video/mp2t;base64,R0dHRw==".into(),
+            text,
+            "not a video",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn indirections_are_refused_by_format_and_leave_nothing() {
+    let s = site(10 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let ts = small_clip(tmp.path(), "secret.ts", "160x120", H264);
+    let mp4 = small_clip(tmp.path(), "secret.mp4", "160x120", H264);
+    let png = small_clip(tmp.path(), "img001.png", "160x120", &["-frames:v", "1"]);
+    let jpg = small_clip(tmp.path(), "still.jpg", "160x120", &["-frames:v", "1"]);
+    let (ts, mp4) = (ts.display().to_string(), mp4.display().to_string());
+    let (png, jpg) = (std::fs::read(png).unwrap(), std::fs::read(jpg).unwrap());
+    let mut cases = playlists(&ts, &mp4);
+    cases.extend(other_indirections(&ts, png, jpg));
+    for (what, name, body, needle) in cases {
+        let r = upload(&s.app, &[("id", None, b"x"), ("file", Some(&name), &body)]).await;
+        let msg = String::from_utf8_lossy(r.body()).to_string();
+        assert_eq!(r.status().as_u16(), 400, "{what}: {msg}");
+        assert!(msg.contains(needle), "{what}: says why: {msg}");
+        nothing_stored(&s.app).await;
+    }
+    let r = upload(
+        &s.app,
+        &[("id", None, b"x"), ("file", Some("a.mp4"), &hls(&ts))],
+    )
+    .await;
+    let msg = String::from_utf8_lossy(r.body()).to_string();
+    assert!(
+        msg.contains("accepted: mp4/mov/3gp, matroska/webm, avi, MPEG-TS"),
+        "says what is accepted: {msg}"
+    );
+}
+
+/// An upload's file name is never read as a URL, pattern or protocol: with
+/// one naming the secret, the video published is the upload itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_names_are_never_opened() {
+    let s = site(10 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let ts = small_clip(tmp.path(), "secret.ts", "160x120", H264);
+    let ts = ts.display().to_string();
+    let good = std::fs::read(small_clip(tmp.path(), "g.mp4", "320x240", H264)).unwrap();
+    for (id, name) in [
+        ("concat", format!("concat:{ts}|{ts}")),
+        ("subfile", format!("subfile,,start,0,end,0,,:{ts}")),
+        ("pattern", "img%03d.png".to_string()),
+    ] {
+        let r = upload(
+            &s.app,
+            &[("id", None, id.as_bytes()), ("file", Some(&name), &good)],
+        )
+        .await;
+        assert_eq!(r.status(), 303, "{name}: {:?}", r.body());
+        let v = wait_ready(&s.app, id).await;
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(320), Some(240)),
+            "{name}: {v}"
+        );
+    }
+}
+
+/// What cameras and editors write is still accepted and plays.
+#[tokio::test(flavor = "multi_thread")]
+async fn camera_and_editor_containers_are_accepted() {
+    let s = site(10 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, codec) in [
+        ("c.mp4", H264),
+        ("c.mkv", H264),
+        (
+            "c.webm",
+            &["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "200k"][..],
+        ),
+        ("c.ts", H264),
+        ("c.avi", &["-c:v", "mpeg4"][..]),
+    ] {
+        let data = std::fs::read(small_clip(tmp.path(), name, "320x240", codec)).unwrap();
+        let id = &name[2..];
+        let r = upload(
+            &s.app,
+            &[("id", None, id.as_bytes()), ("file", Some(name), &data)],
+        )
+        .await;
+        assert_eq!(r.status(), 303, "{name}: {:?}", r.body());
+    }
+    // All queued at once; the one transcoder takes them in turn.
+    for id in ["mp4", "mkv", "webm", "ts", "avi"] {
+        let v = wait_ready(&s.app, id).await;
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(320), Some(240)),
+            "{id}: {v}"
+        );
+        let m = get(&s.app, &format!("/content/{id}/manifest.mpd")).await;
+        assert_eq!(m.status(), 200, "{id}");
+        let seg = get(&s.app, &format!("/content/{id}/chunk-0-00001.m4s")).await;
+        assert_eq!(seg.status(), 200, "{id}: a segment is served");
+        let poster = get(&s.app, &format!("/content/{id}/poster.jpg")).await;
+        assert_eq!(&poster.body()[..2], &[0xff, 0xd8], "{id}: a poster");
+    }
+}
+
+/// Log lines captured by a test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// A refused upload is logged once, naming the format. (One thread, so that
+/// the subscriber set for this test sees everything the upload logs.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_upload_is_logged_once() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let s = site(10 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let ts = small_clip(tmp.path(), "secret.ts", "160x120", H264);
+    let body = hls(&ts.display().to_string());
+    let r = upload(
+        &s.app,
+        &[("id", None, b"logged"), ("file", Some("a.mp4"), &body)],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    nothing_stored(&s.app).await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("logged")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("\"hls\" is not an accepted video container"),
+        "{text}"
+    );
+}

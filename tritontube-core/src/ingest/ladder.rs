@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::container;
 use super::probe::Probe;
 use crate::metadata::Rendition;
 
@@ -96,16 +97,18 @@ fn bitrate_for(height: u32) -> u64 {
 /// The ffmpeg arguments transcoding `input` into a DASH ladder in `out_dir`
 /// (`manifest.mpd`, `init-$RepresentationID$.m4s`,
 /// `chunk-$RepresentationID$-$Number%05d$.m4s`), reporting progress on stdout.
+/// `input` is opened only as the container `probe` found, through the file
+/// protocol ([`container::input_args`]).
 pub fn ffmpeg_args(input: &Path, out_dir: &Path, probe: &Probe, ladder: &Ladder) -> Vec<String> {
     let rungs = &ladder.rungs;
     // Keyframes at the same instants in every rung, every 2 s of real frames,
     // so a player can switch rungs at any segment boundary.
     let gop = ((probe.fps * 2.0).round() as u32).max(1);
-    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-i"]
+    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    a.push(input.display().to_string());
+    a.extend(container::input_args(probe.container, input));
     let n = rungs.len();
     let crop = ladder
         .crop

@@ -2,7 +2,11 @@
 //!
 //! 1. [`Ingest::receive`] streams the upload to a temporary file (never into
 //!    memory), refusing it past the size limit;
-//! 2. ffprobe validates it ([`probe::probe`]);
+//! 2. ffprobe validates it ([`probe::probe`]): only a container format of
+//!    [`container::ACCEPTED_CONTAINERS`] is accepted, and it is opened with
+//!    its demuxer forced and the file protocol only, by ffprobe and by every
+//!    ffmpeg run after it, so that an upload can never make them open
+//!    another file (a playlist naming a file on the server, say);
 //! 3. the video's record is created-if-absent, in state `processing`;
 //! 4. a bounded queue hands it to a background worker (never the HTTP
 //!    request) that transcodes an H.264/AAC DASH ladder ([`ladder`]) and a
@@ -12,6 +16,7 @@
 //!    reason and every file already stored for it is removed. Temporary
 //!    files are always cleaned up (they live in a [`tempfile::TempDir`]).
 
+pub mod container;
 pub mod ladder;
 pub mod probe;
 
@@ -123,7 +128,8 @@ impl Ingest {
     /// Receives an upload of `id` (titled `title`) from `body`, validates it
     /// and queues it for transcoding. The video's record is created first
     /// (so a duplicate id is refused before the body is read) and removed
-    /// again if the upload is refused: a refused upload leaves nothing.
+    /// again if the upload is refused: a refused upload leaves nothing. A
+    /// refusal is returned, not logged, for the caller to report once.
     pub async fn receive<S, B, E>(&self, id: VideoId, title: &str, body: S) -> Result<Video>
     where
         S: Stream<Item = std::result::Result<B, E>> + Send,
@@ -155,8 +161,9 @@ impl Ingest {
                 Ok(video)
             }
             Err(e) => {
+                // Not logged here: the caller reports the refusal (the web
+                // layer logs every refused request once, naming the video).
                 let _ = self.meta.delete_video(&id).await;
-                tracing::info!(video = %id, error = %e, "upload refused");
                 Err(e)
             }
         }
@@ -282,7 +289,7 @@ impl Ingest {
         let started = Instant::now();
         tokio::try_join!(
             self.run_ffmpeg(job, &out, &ladder),
-            poster(&job.source, &out, job.probe.duration_secs),
+            poster(&job.source, &out, &job.probe),
         )?;
         let transcoded = started.elapsed();
         // Store every file; the manifest last, so that a reader who sees a
@@ -433,41 +440,45 @@ impl Ingest {
 /// Files stored at once after transcoding.
 const STORE_CONCURRENCY: usize = 8;
 
-/// Grabs a poster frame (`poster.jpg`, 360 px high) from the first second.
-async fn poster(source: &Path, out: &Path, duration: f64) -> Result<()> {
-    let at = (duration / 2.0).min(1.0);
-    let status = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-y",
-            "-loglevel",
-            "error",
-            "-ss",
-            &format!("{at:.3}"),
-            "-i",
-        ])
-        .arg(source)
-        .args([
-            "-frames:v",
-            "1",
-            "-vf",
-            "scale=-2:360,setsar=1",
-            "-q:v",
-            "4",
-        ])
-        .arg(out.join("poster.jpg"))
-        .status()
-        .await
-        .map_err(|e| Error::backend("ffmpeg", "cannot run ffmpeg", e))?;
-    if !status.success() {
-        return Err(Error::Backend {
-            backend: "ffmpeg",
-            message: format!("could not make a poster image ({status})"),
-            source: None,
-        });
+/// Grabs a poster frame (`poster.jpg`, 360 px high) from the first second,
+/// opening `source` as strictly as the transcode does.
+///
+/// The seek is on the output side (`-ss` after `-i`): ffmpeg decodes up to
+/// that second rather than jumping there. Jumping in a file without an index
+/// (MPEG-TS) with a long GOP lands after the last keyframe and ffmpeg
+/// exits successfully having written no frame at all; decoding one second
+/// costs next to nothing. Should even that find no frame (a video stream
+/// shorter than the file), the first frame is taken.
+async fn poster(source: &Path, out: &Path, probe: &probe::Probe) -> Result<()> {
+    let at = (probe.duration_secs / 2.0).min(1.0);
+    let dest = out.join("poster.jpg");
+    for at in [at, 0.0] {
+        let status = tokio::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"])
+            .args(container::input_args(probe.container, source))
+            .args(["-ss", &format!("{at:.3}"), "-frames:v", "1"])
+            .args(["-vf", "scale=-2:360,setsar=1", "-q:v", "4"])
+            .arg(&dest)
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| Error::backend("ffmpeg", "cannot run ffmpeg", e))?;
+        if !status.success() {
+            return Err(Error::Backend {
+                backend: "ffmpeg",
+                message: format!("could not make a poster image ({status})"),
+                source: None,
+            });
+        }
+        if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            return Ok(());
+        }
     }
-    Ok(())
+    Err(Error::Backend {
+        backend: "ffmpeg",
+        message: "could not make a poster image: no video frame could be decoded".into(),
+        source: None,
+    })
 }
 
 /// Size and SHA-256 of a file on disk (blocking).

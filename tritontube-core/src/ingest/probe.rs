@@ -1,9 +1,15 @@
 //! Validation of an upload with ffprobe: is it a video we can transcode?
+//!
+//! Two ffprobe runs, neither of which can open anything but the upload (see
+//! [`super::container`] for why that matters): [`detect`] learns the
+//! container format without running its demuxer, and only an accepted one is
+//! then [`probe`]d, with that demuxer forced.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
+use super::container::{self, Container};
 use crate::error::{Error, Result};
 
 /// What ffprobe found in an upload.
@@ -19,6 +25,9 @@ pub struct Probe {
     pub fps: f64,
     /// Whether there is an audio stream.
     pub has_audio: bool,
+    /// The container, from [`container::ACCEPTED_CONTAINERS`]: every later
+    /// ffmpeg run forces its demuxer.
+    pub container: &'static Container,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +56,7 @@ struct Disposition {
 
 #[derive(Deserialize)]
 struct Format {
+    format_name: Option<String>,
     duration: Option<String>,
 }
 
@@ -61,39 +71,128 @@ fn refuse(reason: impl Into<String>) -> Error {
     Error::invalid("upload", "", reason)
 }
 
-/// Runs ffprobe on `path`. Refuses, with a message a person can act on,
-/// anything that is not a video with a positive duration.
-pub async fn probe(path: &Path) -> Result<Probe> {
-    let out = tokio::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_streams",
-        ])
-        .arg(path)
+/// A format whitelist no demuxer matches. With it, ffprobe detects the format
+/// (and logs it at debug level) and then stops, before the demuxer reads a
+/// single header: a playlist is never parsed, so nothing it names is opened.
+const DETECT_ONLY: &str = "tritontube-detect-only";
+
+/// The ffprobe arguments detecting the format of `path` and nothing more.
+fn detect_args(path: &Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-hide_banner",
+        "-v",
+        "debug",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        DETECT_ONLY,
+    ]
+    .map(String::from)
+    .into();
+    a.extend(["-i".to_string(), container::file_url(path)]);
+    a
+}
+
+/// The format ffprobe detected, from its debug log
+/// (`[hls @ 0x...] Format hls probed with size=2048 and score=100`).
+fn detected_format(log: &str) -> Option<&str> {
+    log.lines().find_map(|l| {
+        let (_, rest) = l.split_once("] Format ")?;
+        let (name, _) = rest.split_once(" probed with size=")?;
+        Some(name)
+    })
+}
+
+/// ffprobe's own words for why it failed on `url`: the text after
+/// `URL: ` on the last line naming it, else its last line.
+fn failure_message<'a>(stderr: &'a str, url: &str) -> &'a str {
+    let prefix = format!("{url}: ");
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| stderr.lines().last().unwrap_or(""))
+        .trim()
+}
+
+/// Runs ffprobe with `args`.
+async fn ffprobe(args: &[String]) -> Result<std::process::Output> {
+    tokio::process::Command::new("ffprobe")
+        .args(args)
+        .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| Error::backend("ffprobe", "cannot run ffprobe (is ffmpeg installed?)", e))?;
+        .map_err(|e| Error::backend("ffprobe", "cannot run ffprobe (is ffmpeg installed?)", e))
+}
+
+/// Detects the container format of `path` without letting any demuxer read
+/// it, and refuses, naming the format, anything not in
+/// [`container::ACCEPTED_CONTAINERS`].
+pub async fn detect(path: &Path) -> Result<&'static Container> {
+    let (found, stderr) = detect_logged(path).await?;
+    let Some(name) = found else {
+        let why = failure_message(&stderr, &container::file_url(path)).to_string();
+        return Err(refuse(format!(
+            "not a video: ffprobe could not tell what it is ({why})"
+        )));
+    };
+    container::accepted(&name).ok_or_else(|| refuse(container::refusal(&name)))
+}
+
+/// The detected format name of `path`, if any, and ffprobe's debug log
+/// (which names every file it opened).
+async fn detect_logged(path: &Path) -> Result<(Option<String>, String)> {
+    let out = ffprobe(&detect_args(path)).await?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    Ok((detected_format(&stderr).map(String::from), stderr))
+}
+
+/// Runs ffprobe on `path`. Refuses, with a message a person can act on,
+/// anything that is not an accepted container ([`detect`]) holding a video
+/// with a positive duration.
+pub async fn probe(path: &Path) -> Result<Probe> {
+    let container = detect(path).await?;
+    let mut args: Vec<String> = [
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+    ]
+    .map(String::from)
+    .into();
+    args.extend(container::input_args(container, path));
+    let out = ffprobe(&args).await?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        let first = stderr.lines().last().unwrap_or("").trim();
-        let first = first.split_once(": ").map(|(_, m)| m).unwrap_or(first);
+        let why = failure_message(&stderr, &container::file_url(path));
         return Err(
             if ["moov atom not found", "End of file", "truncated"]
                 .iter()
                 .any(|t| stderr.contains(t))
             {
-                refuse(format!("the file is unreadable or truncated ({first})"))
+                refuse(format!("the file is unreadable or truncated ({why})"))
             } else {
-                refuse(format!("not a video: ffprobe could not read it ({first})"))
+                refuse(format!("not a video: ffprobe could not read it ({why})"))
             },
         );
     }
     let parsed: Out = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::backend("ffprobe", "unexpected ffprobe output", e))?;
+    read(&parsed, container)
+}
+
+/// What `parsed` says about a video in `container`, or why it is refused.
+fn read(parsed: &Out, container: &'static Container) -> Result<Probe> {
+    // Forced, the demuxer cannot be another; checked all the same.
+    let name = parsed
+        .format
+        .as_ref()
+        .and_then(|f| f.format_name.as_deref());
+    if name != Some(container.format_name) {
+        return Err(refuse(container::refusal(name.unwrap_or("unknown"))));
+    }
     let video = parsed
         .streams
         .iter()
@@ -137,5 +236,111 @@ pub async fn probe(path: &Path) -> Result<Probe> {
         height,
         fps,
         has_audio,
+        container,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Makes a 1 s clip `name` in `dir` with ffmpeg's test source.
+    fn clip(dir: &Path, name: &str) -> std::path::PathBuf {
+        let out = dir.join(name);
+        let st = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc=size=160x120:rate=25:duration=1")
+            .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ffmpeg made {name}");
+        out
+    }
+
+    /// An HLS playlist in `dir` naming `target` (a real, playable file).
+    fn playlist(dir: &Path, target: &Path) -> std::path::PathBuf {
+        let p = dir.join("source");
+        let text = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:7\n#EXTINF:7.0,\n{}\n#EXT-X-ENDLIST\n",
+            target.display()
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_ffprobes_words() {
+        let log = "[NULL @ 0x1] Opening 'file:/t/source' for reading\n\
+                   [mov,mp4,m4a,3gp,3g2,mj2 @ 0x1] Format mov,mp4,m4a,3gp,3g2,mj2 probed with size=2048 and score=100\n\
+                   [mov,mp4,m4a,3gp,3g2,mj2 @ 0x1] Format not on whitelist 'x'\n\
+                   file:/t/source: Invalid argument\n";
+        assert_eq!(detected_format(log), Some("mov,mp4,m4a,3gp,3g2,mj2"));
+        assert_eq!(failure_message(log, "file:/t/source"), "Invalid argument");
+        let log = "file:/t/source: Invalid data found when processing input\n";
+        assert_eq!(detected_format(log), None);
+        assert_eq!(
+            failure_message(log, "file:/t/source"),
+            "Invalid data found when processing input"
+        );
+        assert_eq!(
+            failure_message("odd\nlast words\n", "file:/x"),
+            "last words"
+        );
+    }
+
+    /// The detection run parses no playlist: the only file ffprobe opens is
+    /// the upload (its debug log names every file it opens), and the
+    /// playlist is refused by name.
+    #[tokio::test]
+    async fn detection_opens_only_the_upload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = clip(tmp.path(), "secret.ts");
+        let up = playlist(tmp.path(), &target);
+        let (found, log) = detect_logged(&up).await.unwrap();
+        assert_eq!(found.as_deref(), Some("hls"), "{log}");
+        let opened: Vec<&str> = log.lines().filter(|l| l.contains("Opening '")).collect();
+        assert_eq!(opened.len(), 1, "{log}");
+        assert!(
+            opened[0].contains(&format!("'{}'", container::file_url(&up))),
+            "{log}"
+        );
+        let e = detect(&up).await.unwrap_err().to_string();
+        assert!(
+            e.contains("\"hls\" is not an accepted video container"),
+            "{e}"
+        );
+    }
+
+    /// Even if detection were bypassed, no accepted demuxer, forced, reads a
+    /// playlist as the file it names.
+    #[tokio::test]
+    async fn forced_demuxers_never_follow_a_playlist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = clip(tmp.path(), "secret.ts");
+        let up = playlist(tmp.path(), &target);
+        for c in container::ACCEPTED_CONTAINERS {
+            let mut args: Vec<String> = ["-v", "error", "-show_entries", "stream=codec_type"]
+                .map(String::from)
+                .into();
+            args.extend(container::input_args(c, &up));
+            let out = ffprobe(&args).await.unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !stdout.contains("codec_type=video"),
+                "{} found a video in a playlist: {stdout}",
+                c.demuxer
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_real_clip_is_probed_with_its_demuxer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = probe(&clip(tmp.path(), "c.mp4")).await.unwrap();
+        assert_eq!(p.container.demuxer, "mov");
+        assert_eq!((p.width, p.height, p.has_audio), (160, 120, false));
+        let p = probe(&clip(tmp.path(), "c.ts")).await.unwrap();
+        assert_eq!(p.container.demuxer, "mpegts");
+    }
 }
