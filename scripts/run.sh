@@ -25,8 +25,8 @@ for port in 8090 8091 8092; do
   nodes+=("localhost:$port")
 done
 sleep 1
-"$BIN/tritontube-web" --host localhost --port 8080 \
+"$BIN/tritontube-web" --host localhost --port 8080 --data-dir "$DATA" \
   sqlite "$DATA/metadata.db" nw "localhost:8081,$(IFS=,; echo "${nodes[*]}")" &
 pids+=($!)
-echo "TritonTube: http://localhost:8080  (admin: target/release/tritontube-admin list localhost:8081)"
+echo "TritonTube: http://localhost:8080  (admin: target/release/tritontube-admin --token-file $DATA/admin-token status localhost:8081)"
 wait -n "${pids[@]}"

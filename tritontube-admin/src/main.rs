@@ -19,7 +19,10 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Shared-secret token, if the server requires one.
+    /// The server's admin token. Prefer the environment variable or
+    /// --token-file (a value given here is visible in `ps`). Without any,
+    /// ./data/admin-token is used when it exists (the single-machine
+    /// deployment's).
     #[arg(
         long,
         global = true,
@@ -27,6 +30,10 @@ struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// A file holding the admin token (the web server's
+    /// <data-dir>/admin-token).
+    #[arg(long, global = true, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,6 +101,22 @@ enum Command {
     },
 }
 
+/// The token: given, from its file, or the local deployment's default file.
+fn token(cli: &Cli) -> tritontube_core::Result<Option<String>> {
+    if let Some(t) = &cli.token {
+        return Ok(Some(t.clone()));
+    }
+    let (path, required) = match &cli.token_file {
+        Some(p) => (p.clone(), true),
+        None => (std::path::PathBuf::from("data/admin-token"), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t.trim().to_string())),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(tritontube_core::Error::io(&path, e)),
+    }
+}
+
 /// Shows a change's progress: a bar on a terminal, plain lines otherwise.
 struct Reporter {
     bar: Option<ProgressBar>,
@@ -153,7 +176,7 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
         | Command::Weight { server, .. }
         | Command::Move { server, .. } => server.clone(),
     };
-    let client = AdminClient::connect(&server, cli.token.clone()).await?;
+    let client = AdminClient::connect(&server, token(&cli)?).await?;
     let mut reporter = Reporter::new(cli.json);
     match cli.command {
         Command::List { .. } => {

@@ -43,7 +43,8 @@ pub struct WebOptions {
     pub max_upload_bytes: u64,
     /// Transcodes at once.
     pub workers: usize,
-    /// Shared secret for the admin service, if any.
+    /// Shared secret for the admin services and destructive HTTP actions;
+    /// `None` = the one kept in `data_dir/admin-token` (made on first start).
     pub admin_token: Option<String>,
     /// Where dash.js is (found automatically if `None`).
     pub assets: Option<PathBuf>,
@@ -67,6 +68,18 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                 &opts.data_dir.join("metadata.db").display().to_string(),
             )
             .await?
+        }
+    };
+    // The secret for the admin services and destructive HTTP actions: as
+    // given (flag, environment or file), else kept in the data directory,
+    // made on first start.
+    let admin_token: Arc<str> = match &opts.admin_token {
+        Some(t) => Arc::from(t.as_str()),
+        None => {
+            let path = opts.data_dir.join("admin-token");
+            let t = crate::admin::load_or_create_token(&path)?;
+            tracing::info!(path = %path.display(), "admin token (give it to tritontube-admin with --token-file)");
+            Arc::from(t)
         }
     };
     let mut tasks = Vec::new();
@@ -176,11 +189,19 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                 .await
                 .map_err(|e| Error::io(format!("admin address {admin_addr}"), e))?;
             tracing::info!(addr = %admin_addr, "admin service listening");
-            let token = opts.admin_token.clone();
+            let access = crate::admin::AdminAccess::for_listener(
+                admin_token.to_string(),
+                listener
+                    .local_addr()
+                    .map_err(|e| Error::io(format!("admin address {admin_addr}"), e))?,
+            );
+            if !access.course_open {
+                tracing::info!("the admin service is not on loopback: both admin protocols need the token");
+            }
             let s = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) =
-                    crate::admin::serve(listener, manager, token, s.cancelled_owned()).await
+                    crate::admin::serve(listener, manager, access, s.cancelled_owned()).await
                 {
                     tracing::error!(error = %e, "admin service failed");
                 }
@@ -217,6 +238,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         health,
         network: cluster,
         cache: Arc::new(web::cache::ContentCache::new(opts.cache.clone())),
+        admin_token: Some(admin_token),
     };
     let addr = format!("{}:{}", opts.host, opts.port);
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -10,6 +10,9 @@ use tritontube_core::metadata::{MetadataStore, PageRequest, SqliteMetadataStore}
 use tritontube_core::store::{ContentStore, ContentStoreExt, LocalContentStore};
 use tritontube_core::web::{App, filters};
 
+/// The admin token of the test site.
+const TOKEN: &str = "t0ken";
+
 struct Site {
     app: App,
     _dir: tempfile::TempDir,
@@ -38,6 +41,7 @@ fn site(max_upload: u64) -> Site {
         health: None,
         network: None,
         cache: Default::default(),
+        admin_token: Some(TOKEN.into()),
     };
     Site { app, _dir: dir }
 }
@@ -285,10 +289,30 @@ async fn upload_transcode_and_serve() {
         .expect("cache hits in /metrics");
     assert!(hits > 0.0, "{metrics}");
 
-    // Delete removes files, then the record.
+    // Deleting needs the admin token: anonymous or wrong is 401 with a
+    // body that says what is missing, and nothing is deleted.
+    for auth in [None, Some("Bearer wrong"), Some("t0ken")] {
+        let mut req = warp::test::request()
+            .method("DELETE")
+            .path("/api/videos/my-clip");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.reply(&routes).await;
+        assert_eq!(r.status(), 401, "{auth:?}");
+        let e: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert!(e["error"].as_str().unwrap().contains("token"), "{e}");
+        assert_eq!(
+            get(&s.app, "/content/my-clip/manifest.mpd").await.status(),
+            200,
+            "still served"
+        );
+    }
+    // With it, delete removes files, then the record.
     let r = warp::test::request()
         .method("DELETE")
         .path("/api/videos/my-clip")
+        .header("authorization", format!("Bearer {TOKEN}"))
         .reply(&routes)
         .await;
     assert_eq!(r.status(), 204);
@@ -426,6 +450,7 @@ async fn bad_paths_and_unknown_videos() {
     let r = warp::test::request()
         .method("DELETE")
         .path("/api/videos/nope")
+        .header("authorization", format!("Bearer {TOKEN}"))
         .reply(&routes)
         .await;
     assert_eq!(r.status(), 404);

@@ -43,9 +43,15 @@ struct Args {
     /// Transcodes running at once.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Shared secret required by the admin service.
+    /// Shared secret for the admin services and for DELETE. Prefer the
+    /// environment variable or --admin-token-file: a value given here is
+    /// visible to every user in `ps`. Without any, one is made on first
+    /// start and kept in <data-dir>/admin-token (mode 0600).
     #[arg(long, env = "TRITONTUBE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// A file holding the admin token (first line).
+    #[arg(long, conflicts_with = "admin_token")]
+    admin_token_file: Option<PathBuf>,
     /// Directory holding dash.all.min.js (found in node_modules if not given).
     #[arg(long)]
     assets: Option<PathBuf>,
@@ -121,7 +127,21 @@ async fn main() -> ExitCode {
         vnodes: args.vnodes,
         max_upload_bytes: args.max_upload_mb * 1024 * 1024,
         workers: args.workers,
-        admin_token: args.admin_token,
+        admin_token: match (&args.admin_token, &args.admin_token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                Ok(_) => {
+                    eprintln!("tritontube-web: {} is empty", path.display());
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("tritontube-web: cannot read {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            },
+            (None, None) => None,
+        },
         assets: args.assets,
         health: HealthConfig {
             interval,

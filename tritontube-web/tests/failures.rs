@@ -232,7 +232,7 @@ async fn a_killed_node_costs_no_read_and_gets_its_copies_back() {
         ],
     )
     .await;
-    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), None)
+    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), Some(ADMIN_TOKEN.into()))
         .await
         .unwrap();
     for (i, audio) in [true, false].into_iter().enumerate() {
@@ -321,7 +321,7 @@ async fn a_node_down_too_long_is_re_replicated_from_the_survivors() {
         ],
     )
     .await;
-    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), None)
+    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), Some(ADMIN_TOKEN.into()))
         .await
         .unwrap();
     let (count, size) = (400, 128 * 1024);
@@ -491,7 +491,7 @@ async fn two_web_servers_share_one_etcd_cluster() {
         ("etcd", &endpoints),
     )
     .await;
-    let admin_b = AdminClient::connect(&format!("127.0.0.1:{admin_b}"), None)
+    let admin_b = AdminClient::connect(&format!("127.0.0.1:{admin_b}"), Some(ADMIN_TOKEN.into()))
         .await
         .unwrap();
 
@@ -506,7 +506,7 @@ async fn two_web_servers_share_one_etcd_cluster() {
     fill(&addrs[..3], 300, 256 * 1024, VNODES).await;
     let epoch = healthz(&b.addr).await["ring_epoch"].as_u64().unwrap();
     let change = {
-        let admin = AdminClient::connect(&admin_a_addr, None).await.unwrap();
+        let admin = AdminClient::connect(&admin_a_addr, Some(ADMIN_TOKEN.into())).await.unwrap();
         let node = addrs[3].clone();
         tokio::spawn(async move { admin.add(&node, 0.0, |_| {}).await })
     };

@@ -140,7 +140,7 @@ async fn rotten_copies_are_never_served_repaired_from_the_record_or_reported_los
 
     // Repair restores every file that has a good copy, from that copy; the
     // lost one stays reported as lost (and nothing else is wrong).
-    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_a}"), None)
+    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_a}"), Some(ADMIN_TOKEN.into()))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -192,7 +192,7 @@ async fn a_member_under_another_name_or_a_copied_directory_is_refused() {
     let _web = start_web(root, http, admin_port, &addrs, &["--vnodes", "64"]).await;
     let h = format!("127.0.0.1:{http}");
     let keys = fill(&addrs, 40, 3000, 64).await;
-    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), None)
+    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), Some(ADMIN_TOKEN.into()))
         .await
         .unwrap();
     let clean = |p: Vec<(String, String, String)>| p.is_empty();
@@ -256,7 +256,7 @@ async fn a_member_moved_to_a_new_address_keeps_its_files_and_nothing_is_copied()
     let _web = start_web(root, http, admin_port, &addrs, &["--vnodes", "64"]).await;
     let h = format!("127.0.0.1:{http}");
     let keys = fill(&addrs, 30, 2000, 64).await;
-    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), None)
+    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), Some(ADMIN_TOKEN.into()))
         .await
         .unwrap();
     // The web server learns the members' ids in the background.

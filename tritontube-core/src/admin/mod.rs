@@ -38,23 +38,83 @@ use crate::proto::admin::{
 use crate::proto::cluster as pb;
 use crate::proto::cluster::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
 
+/// Who may use the admin services.
+///
+/// The cluster service (weights, verify, repair, moves, ...) always needs
+/// the token. The course project's service (`AddNode`, `RemoveNode`,
+/// `ListNodes`) needs it too, except when the admin listener is on a
+/// loopback address: there it stays open, so the course's own admin tool
+/// keeps working on one machine.
+#[derive(Debug, Clone)]
+pub struct AdminAccess {
+    /// The shared secret (`authorization: Bearer <token>`); `None` leaves
+    /// both services open (only for embedding in a trusted process).
+    pub token: Option<String>,
+    /// True to serve the course project's service without the token.
+    pub course_open: bool,
+}
+
+impl AdminAccess {
+    /// The rule for a listener on `addr`: the course service is open on
+    /// loopback only.
+    pub fn for_listener(token: String, addr: std::net::SocketAddr) -> Self {
+        AdminAccess {
+            token: Some(token),
+            course_open: addr.ip().is_loopback(),
+        }
+    }
+}
+
+/// Reads the admin token kept at `path`, or makes a new random one there
+/// (mode 0600) on first start. Returns the token.
+pub fn load_or_create_token(path: &std::path::Path) -> crate::Result<String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(|e| Error::io("/dev/urandom", e))?;
+    let token = hex::encode(raw);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.write_all(format!("{token}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    Ok(token)
+}
+
 /// Serves both admin services on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     manager: ClusterManager,
-    token: Option<String>,
+    access: AdminAccess,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     let service = AdminService {
         manager: Arc::new(manager),
     };
-    let check = Auth {
-        token: token.map(Arc::from),
+    let token: Option<Arc<str>> = access.token.map(Arc::from);
+    let course = Auth {
+        token: if access.course_open { None } else { token.clone() },
     };
+    let check = Auth { token };
     tonic::transport::Server::builder()
         .add_service(VideoContentAdminServiceServer::with_interceptor(
             service.clone(),
-            check.clone(),
+            course,
         ))
         .add_service(ClusterAdminServer::with_interceptor(service, check))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
@@ -87,7 +147,8 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -391,4 +452,37 @@ fn ring_shares(ring: &crate::ring::TokenRing) -> Vec<(String, f64)> {
         .into_iter()
         .map(|(a, s)| (a.to_string(), s))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_made_once_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/admin-token");
+        let t = load_or_create_token(&path).unwrap();
+        assert_eq!(t.len(), 64);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only its owner may read it");
+        assert_eq!(load_or_create_token(&path).unwrap(), t, "kept across starts");
+        let other = load_or_create_token(&dir.path().join("elsewhere")).unwrap();
+        assert_ne!(other, t);
+    }
+
+    #[test]
+    fn the_course_service_is_open_on_loopback_only() {
+        let t = || "x".to_string();
+        for (addr, open) in [
+            ("127.0.0.1:8081", true),
+            ("[::1]:8081", true),
+            ("0.0.0.0:8081", false),
+            ("10.1.2.3:8081", false),
+        ] {
+            let a = AdminAccess::for_listener(t(), addr.parse().unwrap());
+            assert_eq!(a.course_open, open, "{addr}");
+        }
+    }
 }

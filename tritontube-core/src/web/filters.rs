@@ -70,6 +70,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and_then(handlers::api_get);
     let api_delete = warp::path!("api" / "videos" / String)
         .and(warp::delete())
+        .and(warp::header::optional::<String>("authorization"))
         .and(with_app(app.clone()))
         .and_then(handlers::api_delete);
     let healthz = warp::path!("healthz")

@@ -420,7 +420,10 @@ pub async fn api_get(id: String, app: App) -> Reply_ {
 
 /// `DELETE /api/videos/<id>`: removes its files from every node, then its
 /// record.
-pub async fn api_delete(id: String, app: App) -> Reply_ {
+pub async fn api_delete(id: String, authorization: Option<String>, app: App) -> Reply_ {
+    // Who may delete comes first: an anonymous caller learns nothing, not
+    // even whether the id exists.
+    app.authorize(authorization.as_deref()).map_err(json_err)?;
     let id = VideoId::new(id).map_err(json_err)?;
     app.meta.get_video(&id).await.map_err(json_err)?;
     let files: Vec<_> = app
@@ -436,6 +439,7 @@ pub async fn api_delete(id: String, app: App) -> Reply_ {
         }
     }
     app.cache.remove_video(&id);
+    app.meta.delete_file_records(&id).await.map_err(json_err)?;
     app.meta.delete_video(&id).await.map_err(json_err)?;
     tracing::info!(video = %id, files = files.len(), "video deleted");
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())

@@ -49,6 +49,29 @@ pub struct App {
     pub network: Option<Arc<crate::store::NetworkContentStore>>,
     /// Small content files kept in memory.
     pub cache: Arc<cache::ContentCache>,
+    /// The secret that authorises destructive actions (DELETE, edits), sent
+    /// as `Authorization: Bearer <token>`; `None` refuses them all.
+    pub admin_token: Option<Arc<str>>,
+}
+
+impl App {
+    /// Checks an `Authorization` header against the admin token.
+    pub fn authorize(&self, header: Option<&str>) -> crate::Result<()> {
+        let sent = header.and_then(|h| h.strip_prefix("Bearer "));
+        match (&self.admin_token, sent) {
+            (Some(t), Some(s)) if crate::admin::constant_time_eq(t.as_bytes(), s.as_bytes()) => {
+                Ok(())
+            }
+            (Some(_), Some(_)) => Err(crate::Error::Unauthenticated {
+                reason: "wrong admin token".into(),
+            }),
+            _ => Err(crate::Error::Unauthenticated {
+                reason: "this needs the admin token (Authorization: Bearer <token>; the server \
+                         prints where it keeps it)"
+                    .into(),
+            }),
+        }
+    }
 }
 
 /// Finds dash.js in an installed `node_modules` (from `npm ci`): under

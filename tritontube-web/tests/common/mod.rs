@@ -56,6 +56,10 @@ pub fn node_bin() -> PathBuf {
     p
 }
 
+/// The admin token every test web server is started with (through the
+/// environment, as an operator would, not argv).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub async fn start_node(root: &Path, port: u16) -> Proc {
     let dir = root.join(format!("node-{port}"));
     let child = Command::new(node_bin())
@@ -114,6 +118,7 @@ pub async fn start_web_with(
         .args([metadata.0, metadata.1])
         .args(["nw", &nw])
         .env("RUST_LOG", "info")
+        .env("TRITONTUBE_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdout(Stdio::null())
         .stderr(log_file(root, &format!("web-{http}")))
         .spawn()
