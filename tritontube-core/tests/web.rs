@@ -10,6 +10,17 @@ use tritontube_core::metadata::{MetadataStore, PageRequest, SqliteMetadataStore}
 use tritontube_core::store::{ContentStore, ContentStoreExt, LocalContentStore};
 use tritontube_core::web::{App, filters};
 
+/// The text of an error page (HTML entities decoded), to look for what it
+/// says.
+fn page_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
 /// The admin token of the test site.
 const TOKEN: &str = "t0ken";
 
@@ -409,7 +420,7 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
             .map(|(n, f, d)| (*n, *f, d.as_slice()))
             .collect();
         let r = upload(&s.app, &fields).await;
-        let body = String::from_utf8_lossy(r.body()).to_string();
+        let body = page_text(r.body());
         assert_eq!(r.status().as_u16(), status, "{what}: {body}");
         assert!(
             body.contains(needle),
@@ -611,7 +622,7 @@ async fn indirections_are_refused_by_format_and_leave_nothing() {
     cases.extend(other_indirections(&ts, png, jpg));
     for (what, name, body, needle) in cases {
         let r = upload(&s.app, &[("id", None, b"x"), ("file", Some(&name), &body)]).await;
-        let msg = String::from_utf8_lossy(r.body()).to_string();
+        let msg = page_text(r.body());
         assert_eq!(r.status().as_u16(), 400, "{what}: {msg}");
         assert!(msg.contains(needle), "{what}: says why: {msg}");
         nothing_stored(&s.app).await;
@@ -621,7 +632,7 @@ async fn indirections_are_refused_by_format_and_leave_nothing() {
         &[("id", None, b"x"), ("file", Some("a.mp4"), &hls(&ts))],
     )
     .await;
-    let msg = String::from_utf8_lossy(r.body()).to_string();
+    let msg = page_text(r.body());
     assert!(
         msg.contains("accepted: mp4/mov/3gp, matroska/webm, avi, MPEG-TS"),
         "says what is accepted: {msg}"

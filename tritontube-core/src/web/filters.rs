@@ -168,8 +168,9 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
         )
         .into_response()
     } else {
+        // Pages answer a page: the message, and a way home.
         warp::reply::with_status(
-            warp::reply::with_header(message, "content-type", "text/plain; charset=utf-8"),
+            warp::reply::html(super::pages::error(status.as_u16(), &message)),
             status,
         )
         .into_response()
