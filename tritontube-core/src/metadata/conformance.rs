@@ -24,8 +24,41 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     create_is_atomic_under_races(store.clone()).await;
     list_pages_newest_first(&*store).await;
     file_records(&*store).await;
+    generations_are_never_reused(store.clone()).await;
     cluster_state_compare_and_swap(&*store).await;
     admin_lock_is_exclusive_and_expires(&*store).await;
+}
+
+/// Generations count 1, 2, 3 per id, independently per id, survive a
+/// delete of the video, and racing callers never get the same number.
+pub async fn generations_are_never_reused(store: Arc<dyn MetadataStore>) {
+    let a = id("generation-a");
+    let b = id("generation-b");
+    assert_eq!(store.next_generation(&a).await.expect("first"), 1);
+    assert_eq!(store.next_generation(&a).await.expect("second"), 2);
+    assert_eq!(store.next_generation(&b).await.expect("other id"), 1);
+    let mut v = Video::new(a.clone(), "gen");
+    v.generation = 2;
+    store.create_video(&v).await.expect("create");
+    assert_eq!(store.get_video(&a).await.expect("get").generation, 2);
+    store.delete_video(&a).await.expect("delete");
+    assert_eq!(
+        store.next_generation(&a).await.expect("after delete"),
+        3,
+        "a delete never resets the count"
+    );
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, b) = (store.clone(), b.clone());
+            tokio::spawn(async move { s.next_generation(&b).await.expect("race") })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for r in racers {
+        got.push(r.await.expect("task"));
+    }
+    got.sort_unstable();
+    assert_eq!(got, (2..10).collect::<Vec<u64>>(), "each number handed out once");
 }
 
 /// Create, get, state and facts updates, delete; NotFound and AlreadyExists.

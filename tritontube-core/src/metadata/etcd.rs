@@ -10,6 +10,7 @@
 //! | `<prefix>admin-lock` | `{"holder": .., "token": lease id}`, attached to a lease |
 //! | `<prefix>files/<ring hash, 16 lower-case hex>/<videoId>/<file>` | `{"size": .., "sha256": "<hex>"}`; lists by ring range in key order |
 //! | `<prefix>video-files/<videoId>/<file>` | the same record, for reading and deleting one video's |
+//! | `<prefix>generation/<videoId>` | the last generation handed out for the id, decimal; kept after a delete |
 //!
 //! A file record is written as both keys in one transaction (the hash is
 //! fixed-width hex, so key order is `(hash, key)` order). etcd allows 128
@@ -397,6 +398,40 @@ impl MetadataStore for EtcdMetadataStore {
                 key: format!("video {}", video.id),
             })
         }
+    }
+
+    async fn next_generation(&self, id: &VideoId) -> Result<u64> {
+        let key = format!("{}generation/{id}", self.prefix);
+        // Compare-and-set on the counter's revision (0: not yet created).
+        for _ in 0..32 {
+            let (next, rev) = match self.get_raw(&key).await? {
+                Some((bytes, rev)) => {
+                    let n: u64 = std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .ok_or_else(|| Error::Corrupt {
+                            key: key.clone(),
+                            reason: "not a number".into(),
+                        })?;
+                    (n + 1, rev)
+                }
+                None => (1, 0),
+            };
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    rev,
+                )])
+                .and_then(vec![TxnOp::put(key.clone(), next.to_string(), None)]);
+            if self.txn("next generation", txn).await?.succeeded() {
+                return Ok(next);
+            }
+        }
+        Err(Error::Conflict {
+            key: format!("generation counter of {id}"),
+            reason: "too many concurrent uploads of this id".into(),
+        })
     }
 
     async fn get_video(&self, id: &VideoId) -> Result<Video> {

@@ -90,9 +90,33 @@ pub struct Video {
     pub state: VideoState,
     /// Facts learned while ingesting.
     pub facts: VideoFacts,
+    /// Which upload of this id it is (1 for the first). Its files are named
+    /// after it ([`Video::file_name`]).
+    #[serde(default = "first_generation")]
+    pub generation: u64,
+}
+
+fn first_generation() -> u64 {
+    1
 }
 
 impl Video {
+    /// The stored name of one of this video's files: the course project's
+    /// DASH name for the first generation (`manifest.mpd`,
+    /// `chunk-0-00001.m4s`, ...), prefixed with `g<N>-` for a later upload
+    /// under the same id, so that no URL ever names two different contents
+    /// (segments are cached as immutable).
+    ///
+    /// ```
+    /// use tritontube_core::metadata::Video;
+    /// let mut v = Video::new("clip".parse().unwrap(), "Clip");
+    /// assert_eq!(v.file_name("manifest.mpd"), "manifest.mpd");
+    /// v.generation = 3;
+    /// assert_eq!(v.file_name("manifest.mpd"), "g3-manifest.mpd");
+    /// ```
+    pub fn file_name(&self, base: &str) -> String {
+        generation_file_name(self.generation, base)
+    }
     /// A new record in state [`VideoState::Uploaded`], uploaded now.
     pub fn new(id: VideoId, title: impl Into<String>) -> Self {
         let now = std::time::SystemTime::now()
@@ -105,7 +129,18 @@ impl Video {
             uploaded_at_ms: now,
             state: VideoState::Uploaded,
             facts: VideoFacts::default(),
+            generation: 1,
         }
+    }
+}
+
+/// The stored name of `base` for generation `generation` (see
+/// [`Video::file_name`]).
+pub fn generation_file_name(generation: u64, base: &str) -> String {
+    if generation <= 1 {
+        base.to_string()
+    } else {
+        format!("g{generation}-{base}")
     }
 }
 
@@ -264,6 +299,11 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn set_video_facts(&self, id: &VideoId, facts: &VideoFacts) -> Result<()>;
     /// Removes a video record (not its file records).
     async fn delete_video(&self, id: &VideoId) -> Result<()>;
+    /// Hands out the next generation number of `id`: 1 the first time,
+    /// then 2, 3, ... Atomic across processes, and never handed out twice,
+    /// also after the video was deleted, so files of a later upload under a
+    /// reused id never share a name with an earlier one's.
+    async fn next_generation(&self, id: &VideoId) -> Result<u64>;
 
     /// Records files' checksums (insert or replace), all of one call
     /// atomically where the backend allows (etcd: in transactions of at most
@@ -328,6 +368,9 @@ macro_rules! forward_metadata {
             }
             async fn delete_video(&self, id: &VideoId) -> Result<()> {
                 (**self).delete_video(id).await
+            }
+            async fn next_generation(&self, id: &VideoId) -> Result<u64> {
+                (**self).next_generation(id).await
             }
             async fn record_files(&self, files: &[FileRecord]) -> Result<()> {
                 (**self).record_files(files).await

@@ -421,6 +421,23 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn next_generation(&self, id: &VideoId) -> Result<u64> {
+        let name = format!("generation/{id}");
+        let path = self.path.clone();
+        self.call("next generation", move |c| {
+            c.query_row(
+                "INSERT INTO counters (name, value) VALUES (?1, 1)
+                 ON CONFLICT(name) DO UPDATE SET value = value + 1
+                 RETURNING value",
+                [name.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+            .map_err(|e| sql_error(&path, "count a generation", e))
+        })
+        .await
+    }
+
     async fn get_video(&self, id: &VideoId) -> Result<Video> {
         let id = id.clone();
         let path = self.path.clone();

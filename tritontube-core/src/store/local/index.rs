@@ -261,28 +261,29 @@ impl Index {
         limit: usize,
     ) -> Result<Vec<Row>> {
         // Keys are never empty, so (start, "") is before every key at start.
+        // One row-value lower bound (the later of the range start and the
+        // cursor) lets SQLite seek straight to it in the index; a separate
+        // `ring_hash >= start` would make it walk from the start every page.
         let (cursor_hash, cursor_key) = match after {
-            Some(k) => (key_hash(k.as_str()), k.as_str()),
-            None => (range.start, ""),
+            Some(k) if key_hash(k.as_str()) >= range.start => (key_hash(k.as_str()), k.as_str()),
+            _ => (range.start, ""),
         };
-        // Two statements, so that SQLite bounds the index walk at both ends.
         let sql = match range.end {
             Some(_) => {
                 "SELECT key, size, sha256, chunks FROM files
-                 WHERE ring_hash >= ?1 AND (ring_hash, key) > (?2, ?3) AND ring_hash < ?4
-                 ORDER BY ring_hash, key LIMIT ?5"
+                 WHERE (ring_hash, key) > (?1, ?2) AND ring_hash < ?3
+                 ORDER BY ring_hash, key LIMIT ?4"
             }
             None => {
                 "SELECT key, size, sha256, chunks FROM files
-                 WHERE ring_hash >= ?1 AND (ring_hash, key) > (?2, ?3) AND ?4 IS NULL
-                 ORDER BY ring_hash, key LIMIT ?5"
+                 WHERE (ring_hash, key) > (?1, ?2) AND ?3 IS NULL
+                 ORDER BY ring_hash, key LIMIT ?4"
             }
         };
         let raw = self.read("list a range", |c| {
             let mut st = c.prepare_cached(sql)?;
             st.query_map(
                 params![
-                    to_sql(range.start),
                     to_sql(cursor_hash),
                     cursor_key,
                     range.end.map(to_sql),
