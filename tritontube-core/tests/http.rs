@@ -54,6 +54,7 @@ async fn site(cache_mb: u64) -> (Site, Bytes, String) {
                 ..Default::default()
             },
         )),
+        uploads: Default::default(),
     };
     (Site { app, dir }, body, format!("\"{}\"", m.sha256))
 }

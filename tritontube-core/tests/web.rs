@@ -38,6 +38,7 @@ fn site(max_upload: u64) -> Site {
         health: None,
         network: None,
         cache: Default::default(),
+        uploads: Default::default(),
     };
     Site { app, _dir: dir }
 }
