@@ -188,6 +188,22 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// Too much of something is already in progress (uploads at once, in
+    /// all or from one client). Nothing was done; the same request may
+    /// succeed after `retry_after_secs`.
+    #[error("busy: {what}; try again in {retry_after_secs} s")]
+    Busy {
+        /// What is at its limit, as a sentence for the caller.
+        what: String,
+        /// The limit reached.
+        limit: usize,
+        /// Seconds the caller should wait before trying again.
+        retry_after_secs: u32,
+        /// True when the caller's own share is used up (HTTP 429), false
+        /// when the server's is (HTTP 503).
+        per_client: bool,
+    },
+
     /// A dependency did not answer in time, or is down.
     #[error("unavailable: {what}: {reason}")]
     Unavailable {
@@ -261,6 +277,7 @@ impl Error {
             Error::UnknownNode { .. } => "unknown-node",
             Error::Node { .. } => "node",
             Error::Unavailable { .. } => "unavailable",
+            Error::Busy { .. } => "busy",
             Error::InsufficientReplicas { .. } => "insufficient-replicas",
             Error::Conflict { .. } => "conflict",
             Error::Locked { .. } => "locked",
@@ -278,6 +295,17 @@ impl Error {
         matches!(self, Error::NotFound { .. })
     }
 
+    /// Seconds after which the same request may succeed, for errors that
+    /// say so (HTTP `Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        match self {
+            Error::Busy {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
     /// The HTTP status code this error is answered with.
     pub fn http_status(&self) -> u16 {
         match self {
@@ -290,6 +318,10 @@ impl Error {
             | Error::Locked { .. }
             | Error::Refused { .. } => 409,
             Error::TooLarge { .. } => 413,
+            Error::Busy {
+                per_client: true, ..
+            } => 429,
+            Error::Busy { .. } => 503,
             Error::EmptyRing
             | Error::Node { .. }
             | Error::InsufficientReplicas { .. }
@@ -322,7 +354,7 @@ impl From<Error> for tonic::Status {
             Error::Locked { .. } | Error::Refused { .. } | Error::EmptyRing => {
                 Code::FailedPrecondition
             }
-            Error::TooLarge { .. } => Code::ResourceExhausted,
+            Error::TooLarge { .. } | Error::Busy { .. } => Code::ResourceExhausted,
             Error::Node { .. } | Error::InsufficientReplicas { .. } | Error::Unavailable { .. } => {
                 Code::Unavailable
             }

@@ -54,6 +54,8 @@ pub struct WebOptions {
     pub heal: HealConfig,
     /// The in-memory cache of small content files.
     pub cache: web::cache::CacheConfig,
+    /// Timeouts and caps on connections and uploads.
+    pub limits: web::ServeLimits,
 }
 
 /// Runs the web server (and, with network content, the admin service) until
@@ -196,7 +198,9 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                     .map_err(|e| Error::io(format!("admin address {admin_addr}"), e))?,
             );
             if !access.course_open {
-                tracing::info!("the admin service is not on loopback: both admin protocols need the token");
+                tracing::info!(
+                    "the admin service is not on loopback: both admin protocols need the token"
+                );
             }
             let s = shutdown.clone();
             tasks.push(tokio::spawn(async move {
@@ -239,6 +243,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         network: cluster,
         cache: Arc::new(web::cache::ContentCache::new(opts.cache.clone())),
         admin_token: Some(admin_token),
+        uploads: Default::default(),
     };
     let addr = format!("{}:{}", opts.host, opts.port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -246,7 +251,13 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         .map_err(|e| Error::io(format!("HTTP address {addr}"), e))?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?local, "web server listening");
-    web::serve(listener, app, shutdown.clone().cancelled_owned()).await;
+    web::serve(
+        listener,
+        app,
+        opts.limits.clone(),
+        shutdown.clone().cancelled_owned(),
+    )
+    .await;
     shutdown.cancel();
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;

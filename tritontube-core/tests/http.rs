@@ -55,6 +55,7 @@ async fn site(cache_mb: u64) -> (Site, Bytes, String) {
             },
         )),
         admin_token: None,
+        uploads: Default::default(),
     };
     (Site { app, dir }, body, format!("\"{}\"", m.sha256))
 }
@@ -176,7 +177,10 @@ async fn error_bodies_are_short_and_show_nothing_of_the_server() {
         .await;
     assert_eq!(r.status(), 400);
     let text = String::from_utf8_lossy(r.body()).to_string();
-    assert!(!text.contains("Rejection") && text.contains("href=\"/\""), "{text}");
+    assert!(
+        !text.contains("Rejection") && text.contains("href=\"/\""),
+        "{text}"
+    );
     let r = warp::test::request()
         .method("GET")
         .path("/content/v/..%2F..%2Fetc%2Fpasswd")

@@ -53,6 +53,7 @@ fn site(max_upload: u64) -> Site {
         network: None,
         cache: Default::default(),
         admin_token: Some(TOKEN.into()),
+        uploads: Default::default(),
     };
     Site { app, _dir: dir }
 }

@@ -16,6 +16,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tritontube_core::cluster::{HealConfig, HealthConfig};
 use tritontube_core::server::{WebOptions, run};
+use tritontube_core::web::ServeLimits;
 use tritontube_core::web::cache::CacheConfig;
 
 /// The TritonTube web server.
@@ -75,16 +76,45 @@ struct Args {
     /// memory; 0 turns the cache off.
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
+    /// Seconds a client may take to send a request's headers (from
+    /// connecting, or from the first byte of a later request on a kept-alive
+    /// connection); slower connections are closed.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout_secs: f64,
+    /// Seconds a kept-alive connection may sit idle between requests before
+    /// it is closed.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout_secs: f64,
+    /// Connections open at once. At the cap a new connection closes the one
+    /// idle (or sending headers) the longest; if all have a request in
+    /// progress, it is answered 503.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Uploads in progress at once; beyond it, 503 with Retry-After.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_uploads: u32,
+    /// Uploads in progress at once from one client IP address; beyond it,
+    /// 429 with Retry-After.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    max_uploads_per_client: u32,
     /// METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, e.g.
     /// `sqlite ./metadata.db nw "localhost:8081,localhost:8090"`.
     #[arg(num_args = 0..=4, value_names = ["METADATA_KIND", "METADATA_OPTION", "CONTENT_KIND", "CONTENT_OPTION"])]
     stores: Vec<String>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tritontube_core::shutdown::init_logging();
-    let args = Args::parse();
+/// `v` seconds as a duration, or why not (`name` is the flag).
+fn secs(name: &str, v: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!("tritontube-web: --{name} must be a positive number of seconds, got {v}")
+        })
+}
+
+/// The server's options from the command line, or what is wrong with it.
+fn options(args: Args) -> Result<WebOptions, String> {
     let (metadata, content) = match args.stores.as_slice() {
         [] => (None, None),
         [mk, mo, ck, co] => (
@@ -92,32 +122,11 @@ async fn main() -> ExitCode {
             Some((ck.clone(), co.clone())),
         ),
         _ => {
-            eprintln!(
-                "tritontube-web: give all four of METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, or none"
-            );
-            return ExitCode::from(2);
+            return Err("tritontube-web: give all four of METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, or none".to_string());
         }
     };
-    let secs = |name: &str, v: f64| {
-        Duration::try_from_secs_f64(v)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                format!("tritontube-web: --{name} must be a positive number of seconds, got {v}")
-            })
-    };
-    let (interval, timeout, after) = match (
-        secs("health-interval", args.health_interval),
-        secs("health-timeout", args.health_timeout),
-        secs("rereplicate-after", args.rereplicate_after),
-    ) {
-        (Ok(i), Ok(t), Ok(a)) => (i, t, a),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let opts = WebOptions {
+    let after = secs("rereplicate-after", args.rereplicate_after)?;
+    Ok(WebOptions {
         host: args.host,
         port: args.port,
         metadata,
@@ -144,8 +153,8 @@ async fn main() -> ExitCode {
         },
         assets: args.assets,
         health: HealthConfig {
-            interval,
-            timeout,
+            interval: secs("health-interval", args.health_interval)?,
+            timeout: secs("health-timeout", args.health_timeout)?,
             ..HealthConfig::default()
         },
         cache: CacheConfig {
@@ -156,6 +165,25 @@ async fn main() -> ExitCode {
             rereplicate_after: (!args.no_rereplicate).then_some(after),
             ..HealConfig::default()
         },
+        limits: ServeLimits {
+            header_timeout: secs("header-timeout-secs", args.header_timeout_secs)?,
+            idle_timeout: secs("idle-timeout-secs", args.idle_timeout_secs)?,
+            max_connections: args.max_connections as usize,
+            max_uploads: args.max_uploads as usize,
+            max_uploads_per_client: args.max_uploads_per_client as usize,
+        },
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tritontube_core::shutdown::init_logging();
+    let opts = match options(Args::parse()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
     };
     let token = CancellationToken::new();
     let on_signal = token.clone();

@@ -197,7 +197,9 @@ async fn a_web_server_killed_mid_migration_recovers_by_itself() {
     let mut web = start_web(root.path(), http, admin_port, &addrs[..3], &args).await;
     let keys = fill(&addrs[..3], 600, 512 * 1024, VNODES).await;
     let admin_addr = format!("127.0.0.1:{admin_port}");
-    let admin = AdminClient::connect(&admin_addr, Some(ADMIN_TOKEN.into())).await.unwrap();
+    let admin = AdminClient::connect(&admin_addr, Some(ADMIN_TOKEN.into()))
+        .await
+        .unwrap();
     assert_eq!(verify_clean(&admin).await as usize, keys.len());
 
     // Start adding the fourth node; kill -9 the web server once copying is
@@ -234,7 +236,9 @@ async fn a_web_server_killed_mid_migration_recovers_by_itself() {
 
     // Restart: the server finishes (or rolls back) the change by itself.
     let web = start_web(root.path(), http, admin_port, &addrs[..3], &args).await;
-    let admin = AdminClient::connect(&admin_addr, Some(ADMIN_TOKEN.into())).await.unwrap();
+    let admin = AdminClient::connect(&admin_addr, Some(ADMIN_TOKEN.into()))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = admin.status().await.unwrap();
@@ -343,7 +347,9 @@ async fn refused_changes_leave_the_cluster_as_it_was() {
     // project's service stays open on loopback (its own tool sends no
     // token) but still checks a token that is sent.
     for token in [Some("wrong".to_string()), None] {
-        let bad = AdminClient::connect(&admin_addr, token.clone()).await.unwrap();
+        let bad = AdminClient::connect(&admin_addr, token.clone())
+            .await
+            .unwrap();
         match token {
             Some(_) => assert!(matches!(
                 bad.list().await.unwrap_err(),

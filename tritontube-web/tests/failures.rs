@@ -506,7 +506,9 @@ async fn two_web_servers_share_one_etcd_cluster() {
     fill(&addrs[..3], 300, 256 * 1024, VNODES).await;
     let epoch = healthz(&b.addr).await["ring_epoch"].as_u64().unwrap();
     let change = {
-        let admin = AdminClient::connect(&admin_a_addr, Some(ADMIN_TOKEN.into())).await.unwrap();
+        let admin = AdminClient::connect(&admin_a_addr, Some(ADMIN_TOKEN.into()))
+            .await
+            .unwrap();
         let node = addrs[3].clone();
         tokio::spawn(async move { admin.add(&node, 0.0, |_| {}).await })
     };

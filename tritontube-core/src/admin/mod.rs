@@ -475,7 +475,11 @@ mod tests {
         assert_eq!(t.len(), 64);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "only its owner may read it");
-        assert_eq!(load_or_create_token(&path).unwrap(), t, "kept across starts");
+        assert_eq!(
+            load_or_create_token(&path).unwrap(),
+            t,
+            "kept across starts"
+        );
         let other = load_or_create_token(&dir.path().join("elsewhere")).unwrap();
         assert_ne!(other, t);
     }

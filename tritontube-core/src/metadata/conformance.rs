@@ -58,7 +58,11 @@ pub async fn generations_are_never_reused(store: Arc<dyn MetadataStore>) {
         got.push(r.await.expect("task"));
     }
     got.sort_unstable();
-    assert_eq!(got, (2..10).collect::<Vec<u64>>(), "each number handed out once");
+    assert_eq!(
+        got,
+        (2..10).collect::<Vec<u64>>(),
+        "each number handed out once"
+    );
 }
 
 /// Create, get, state and facts updates, delete; NotFound and AlreadyExists.

@@ -2,12 +2,15 @@
 //! rejection, mapped to a status and a body in one place ([`recover`]).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::App;
+use super::conn::ClientAddr;
 use super::handlers;
+use super::limits::{UploadLimiter, UploadPermit};
 use crate::error::Error;
 
 /// A failure with the error that caused it.
@@ -35,6 +38,22 @@ fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clo
     warp::any().map(move || app.clone())
 }
 
+/// Admits an upload within the caps (before any of its body is read), or
+/// rejects it with [`Error::Busy`]. The permit travels with the request to
+/// the handler, so it counts until the upload is done.
+fn upload_slot(
+    limiter: Arc<UploadLimiter>,
+) -> impl Filter<Extract = (UploadPermit,), Error = Rejection> + Clone {
+    warp::ext::optional::<ClientAddr>().and_then(move |client: Option<ClientAddr>| {
+        let limiter = limiter.clone();
+        async move {
+            limiter
+                .try_start(client.map(|c| c.0.ip()))
+                .map_err(html_err)
+        }
+    })
+}
+
 /// Every route of the site.
 pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let metrics = app.metrics.clone();
@@ -44,6 +63,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and_then(handlers::index);
     let upload = warp::path!("upload")
         .and(warp::post())
+        .and(upload_slot(app.uploads.clone()))
         .and(with_app(app.clone()))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::multipart::form().max_length(None))
@@ -108,6 +128,8 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
 /// go to the log).
 pub fn public_message(error: &Error) -> String {
     match error {
+        // Says only what is at its limit and when to come back.
+        Error::Busy { .. } => error.to_string(),
         e if e.http_status() < 500 => e.to_string(),
         Error::BadCopy { key, .. } => {
             format!("no intact copy of {key} could be read; it has been reported for repair")
@@ -122,12 +144,31 @@ pub fn public_message(error: &Error) -> String {
     }
 }
 
-/// Maps every rejection to a status code and a message, and logs refusals.
+/// Maps every rejection to a status code and a message, and logs refusals;
+/// an error that says when to come back ([`Error::retry_after_secs`]) is
+/// answered with `Retry-After`.
 pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let retry_after = r
+        .find::<ApiError>()
+        .and_then(|e| e.error.retry_after_secs());
+    let mut reply = classify(&r);
+    if let Some(secs) = retry_after {
+        reply
+            .headers_mut()
+            .insert(warp::http::header::RETRY_AFTER, secs.into());
+    }
+    Ok(reply)
+}
+
+/// The status and body of a rejection.
+fn classify(r: &Rejection) -> warp::reply::Response {
     let (status, message, json) = if let Some(e) = r.find::<ApiError>() {
         let status = StatusCode::from_u16(e.error.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        if e.error.retry_after_secs().is_some() {
+            // Refused for load: expected under pressure, not a fault.
+            tracing::info!(error = %e.error, "request refused");
+        } else if status.is_server_error() {
             tracing::error!(error = %e.error, "request failed");
         } else if status != StatusCode::NOT_FOUND {
             tracing::info!(error = %e.error, "request refused");
@@ -161,7 +202,7 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
             false,
         )
     };
-    let reply: warp::reply::Response = if json {
+    if json {
         warp::reply::with_status(
             warp::reply::json(&super::models::ErrorJson { error: message }),
             status,
@@ -174,6 +215,5 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
             status,
         )
         .into_response()
-    };
-    Ok(reply)
+    }
 }

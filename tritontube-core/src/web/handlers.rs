@@ -36,7 +36,14 @@ pub async fn index(app: App) -> Reply_ {
 }
 
 /// `POST /upload`: multipart field `file`, optional `id` and `title` before it.
-pub async fn upload(app: App, length: Option<u64>, mut form: warp::multipart::FormData) -> Reply_ {
+/// `_slot` is this upload's place within the upload caps, held until it is
+/// done.
+pub async fn upload(
+    _slot: super::limits::UploadPermit,
+    app: App,
+    length: Option<u64>,
+    mut form: warp::multipart::FormData,
+) -> Reply_ {
     let limit = app.ingest.max_upload_bytes();
     // Refuse a body announced too large before reading any of it (the form
     // framing adds a little, hence the slack).

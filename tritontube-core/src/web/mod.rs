@@ -12,10 +12,14 @@
 //! | `GET, HEAD /content/<id>/<file>` | a stored file, with `Range`, `ETag`, caching |
 //! | `GET /api/videos`, `GET /api/videos/<id>`, `DELETE /api/videos/<id>` | JSON API |
 //! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
+//!
+//! [`serve`] limits what clients can hold: see [`limits::ServeLimits`].
 
 pub mod cache;
+mod conn;
 pub mod filters;
 pub mod handlers;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod pages;
@@ -28,6 +32,8 @@ use crate::cluster::HealthTracker;
 use crate::ingest::Ingest;
 use crate::metadata::MetadataStore;
 use crate::store::ContentStore;
+
+pub use limits::ServeLimits;
 
 /// Everything the handlers share.
 #[derive(Debug, Clone)]
@@ -52,6 +58,9 @@ pub struct App {
     /// The secret that authorises destructive actions (DELETE, edits), sent
     /// as `Authorization: Bearer <token>`; `None` refuses them all.
     pub admin_token: Option<Arc<str>>,
+    /// Uploads in progress, and their caps ([`serve`] sets these from its
+    /// [`ServeLimits`]).
+    pub uploads: Arc<limits::UploadLimiter>,
 }
 
 impl App {
@@ -97,18 +106,32 @@ pub fn find_assets(start: Option<&Path>) -> Option<PathBuf> {
     None
 }
 
-/// Serves the site on `listener` until `shutdown` resolves.
+/// Serves the site on `listener` until `shutdown` resolves, within
+/// `limits` (whose upload caps replace those of `app.uploads`). After
+/// `shutdown`, no new connection is accepted and this returns once the open
+/// ones are done: requests in progress finish, idle connections close at
+/// once, half-sent headers at their deadline.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: App,
+    mut app: App,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     if app.assets.is_none() {
         tracing::warn!("dash.js not found (run `npm ci`); the player page will not play");
     }
-    warp::serve(filters::routes(app))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    tracing::info!(
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        max_connections = limits.max_connections,
+        max_uploads = limits.max_uploads,
+        max_uploads_per_client = limits.max_uploads_per_client,
+        "connection and upload limits"
+    );
+    app.uploads = Arc::new(limits::UploadLimiter::new(
+        limits.max_uploads,
+        limits.max_uploads_per_client,
+    ));
+    let svc = hyper_util::service::TowerToHyperService::new(warp::service(filters::routes(app)));
+    conn::serve(listener, svc, limits, shutdown).await;
 }
