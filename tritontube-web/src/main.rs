@@ -113,6 +113,22 @@ fn secs(name: &str, v: f64) -> Result<Duration, String> {
         })
 }
 
+/// The admin token as given: by flag or environment, or in a file.
+fn admin_token(args: &Args) -> Result<Option<String>, String> {
+    match (&args.admin_token, &args.admin_token_file) {
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
+            Ok(_) => Err(format!("tritontube-web: {} is empty", path.display())),
+            Err(e) => Err(format!(
+                "tritontube-web: cannot read {}: {e}",
+                path.display()
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
 /// The server's options from the command line, or what is wrong with it.
 fn options(args: Args) -> Result<WebOptions, String> {
     let (metadata, content) = match args.stores.as_slice() {
@@ -126,6 +142,7 @@ fn options(args: Args) -> Result<WebOptions, String> {
         }
     };
     let after = secs("rereplicate-after", args.rereplicate_after)?;
+    let admin_token = admin_token(&args)?;
     Ok(WebOptions {
         host: args.host,
         port: args.port,
@@ -136,21 +153,7 @@ fn options(args: Args) -> Result<WebOptions, String> {
         vnodes: args.vnodes,
         max_upload_bytes: args.max_upload_mb * 1024 * 1024,
         workers: args.workers,
-        admin_token: match (&args.admin_token, &args.admin_token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-                Ok(_) => {
-                    eprintln!("tritontube-web: {} is empty", path.display());
-                    return ExitCode::FAILURE;
-                }
-                Err(e) => {
-                    eprintln!("tritontube-web: cannot read {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            },
-            (None, None) => None,
-        },
+        admin_token,
         assets: args.assets,
         health: HealthConfig {
             interval: secs("health-interval", args.health_interval)?,
