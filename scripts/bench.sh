@@ -5,6 +5,9 @@
 #              and the hashring crate; balance and movement (ring_stats)
 #   storage:   4 MiB get through a node vs the local store; node RSS in a 1 GiB put
 #   metadata:  SQLite and etcd round trips, listing 10,000 videos
+#   scale:     planning a 1,001st node over 100M keys (simulated); 3 real nodes
+#              of 1M files each: index build, restart, Health p99, listing,
+#              planning an added node by changed ranges, node peak RSS
 #   ingest:    upload-to-ready vs ffmpeg alone on the same ladder and file
 #   memory:    web server peak RSS while receiving a 2 GiB upload; web and node
 #              peak RSS after serving and migrating
@@ -56,6 +59,15 @@ rec store "$(cat "$OUT/store.json")"
 say "== metadata"
 "$X/metadata_bench" --json | tee "$OUT/metadata.json"
 rec metadata "$(cat "$OUT/metadata.json")"
+
+say "== scale"
+SIM=(); [ $QUICK = 1 ] && SIM=(--keys 10000000)
+"$X/plan_sim" --json "${SIM[@]}" | tee "$OUT/plan-sim.json"
+rec plan_sim "$(cat "$OUT/plan-sim.json")"
+"$X/scale_bench" --files-per-node "$(q 100000 1000000)" --node-bin "$B/tritontube-node" --work "$W/scale" > "$OUT/scale.txt"
+cat "$OUT/scale.txt"; cp "$W/scale/scale.json" "$OUT/scale.json"; rm -rf "$W/scale"
+rec scale "$(cat "$OUT/scale.json")"
+say "$(python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(f\"{s['files_per_node']:,} files per node: restart to first Health {s['restart_first_health_s']:.3f} s (target <= 2), Health p99 {s['health_p99_ms']:.2f} ms (<= 5), planning / listing {s['plan_ratio']:.2f} (<= 1.5), node peak RSS {s['node_peak_rss_mib']:.1f} MiB (<= 64)\")" "$OUT/scale.json")"
 
 VN=256
 nodes=(); node_pids=()

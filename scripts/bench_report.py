@@ -92,6 +92,34 @@ def main():
     md = r.get("metadata", {})
     rows.append(f"| metadata | create + get round trips per second | SQLite {fmt(md.get('sqlite_create_get_per_s'), '/s')} | etcd {fmt(md.get('etcd_create_get_per_s'), '/s')} | | | listing 10,000 videos in pages of 100: SQLite {md.get('sqlite_list_10k_s')} s, etcd {md.get('etcd_list_10k_s')} s |")
 
+    ps = r.get("plan_sim", {})
+    if ps:
+        row("scale", f"keys moved on adding a node to {ps.get('nodes'):,} nodes, {ps.get('keys'):,} keys, {ps.get('replicas')} replicas, vs the expected {ps.get('replicas')}/{ps.get('nodes', 0) + 1} (simulated)",
+            fmt(ps.get("moved_fraction")), fmt(ps.get("expected_fraction")), ps.get("moved_over_expected"), "<=", 1.10,
+            f"{ps.get('vnodes')} vnodes: ring built in {fmt(ps.get('ring_build_s'), 's')}, diff {fmt(ps.get('diff_s'), 's')} "
+            f"({ps.get('changed_ranges'):,} changed ranges), every key hashed {fmt(ps.get('hash_ns_per_key'), 'ns')} and classified "
+            f"{fmt(ps.get('classify_ns_per_key'), 'ns')} (binary search), {fmt(ps.get('key_pass_s'), 's')} on {ps.get('threads')} threads; peak RSS {fmt(ps.get('peak_rss_mib'), 'MiB')}")
+    sc = r.get("scale", {})
+    if sc:
+        n, files = sc.get("nodes"), sc.get("files_per_node")
+        at = f"{files:,} files per node"
+        row("scale", f"node restart (kill -9) with its index in place: first Health, {at}", fmt(sc.get("restart_first_health_s"), "s"), "2 s",
+            sc.get("restart_first_health_s"), "<=", 2.0,
+            f"fresh directory without index: first Health after {fmt(sc.get('fresh_first_health_s'), 's')}, index complete after {fmt(sc.get('index_build_s'), 's')} "
+            f"({fmt(sc.get('index_files_per_s_per_node'), 'files/s')} per node, {n} nodes at once)")
+        row("scale", f"Health p99, 2,000 sequential calls per idle node, {at}", fmt(sc.get("health_p99_ms"), "ms"), "5 ms", sc.get("health_p99_ms"), "<=", 5.0,
+            f"p50 {fmt(sc.get('health_p50_ms'), 'ms')}")
+        row("scale", f"planning an added node: listing the changed ranges + holdings + plan vs listing alone, {n} nodes, {at}",
+            fmt(sc.get("plan_list_and_plan_s"), "s"), fmt(sc.get("plan_list_s"), "s"), sc.get("plan_ratio"), "<=", 1.5,
+            f"{sc.get('plan_changed_ranges'):,} changed ranges in batches of 256 holding {sc.get('plan_files_in_moved_ranges'):,} files "
+            f"({sc.get('plan_copies_listed'):,} copies listed, {sc.get('plan_copies_to_make'):,} copies planned); holdings and plan cost "
+            f"{fmt(sc.get('plan_cpu_us_per_file'), 'µs')} per file; full listing of one node "
+            f"{fmt(sc.get('list_files_per_s'), 'files/s')} (first tenth {fmt(sc.get('list_first_tenth_files_per_s'), 'files/s')}, "
+            f"last tenth {fmt(sc.get('list_last_tenth_files_per_s'), 'files/s')}"
+            + ("" if sc.get("list_complete", True) else f"; stopped after {fmt(sc.get('list_s'), 's')} at {sc.get('list_files'):,} files") + ")")
+        row("scale", f"node peak RSS after indexing, listing and planning, {at}", fmt(sc.get("node_peak_rss_mib"), "MiB"), "64 MiB",
+            sc.get("node_peak_rss_mib"), "<=", 64, f"benchmark process {fmt(sc.get('bench_peak_rss_mib'), 'MiB')}")
+
     ours, alone = num(r, "ingest.ours_s"), num(r, "ingest.ffmpeg_s")
     row("ingest", f"upload-to-ready vs ffmpeg alone, {fmt(num(r, 'ingest.clip_s'))} s 720p clip", fmt(ours, "s"), fmt(alone, "s"), div(ours, alone), "<=", 1.10)
     up = num(r, "memory.web_upload_rss_mib")
@@ -123,7 +151,7 @@ def main():
 ## How to reproduce
 
 ```sh
-scripts/bench.sh            # everything, about 15 minutes; writes this file
+scripts/bench.sh            # everything, about 35 minutes (the scale section writes and deletes 3M files); writes this file
 scripts/bench.sh --quick    # shorter runs, under five minutes
 cargo bench --bench ring    # the ring alone (criterion, HTML report in target/criterion/)
 ```
