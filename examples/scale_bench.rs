@@ -51,6 +51,8 @@ const TARGET_RESTART_S: f64 = 2.0;
 const TARGET_HEALTH_P99_MS: f64 = 5.0;
 const TARGET_PLAN_RATIO: f64 = 1.5;
 const TARGET_NODE_RSS_MIB: f64 = 64.0;
+const TARGET_WEB_RSS_MIB: f64 = 150.0;
+const BENCH_TOKEN: &str = "scale-bench-token";
 
 struct Args {
     files: u64,
@@ -396,6 +398,74 @@ impl Table {
     }
 }
 
+/// Starts `tritontube-web` over the nodes (every node owns every file:
+/// 3 replicas on 3 nodes), runs `verify` through the admin service, and
+/// records its time and the web server's peak RSS.
+async fn verify_step(a: &Args, nodes: &Nodes, addrs: &[NodeAddr], t: &mut Table) {
+    let web_bin = a.node_bin.with_file_name("tritontube-web");
+    let web_dir = a.work.join("web");
+    let _ = std::fs::remove_dir_all(&web_dir);
+    std::fs::create_dir_all(&web_dir).unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let nw = std::iter::once(format!("127.0.0.1:{admin}"))
+        .chain(addrs.iter().map(|a| a.to_string()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut web = Command::new(&web_bin)
+        .args(["--host", "127.0.0.1", "--port", &http.to_string()])
+        .args(["--replicas", &addrs.len().to_string(), "--data-dir"])
+        .arg(&web_dir)
+        .arg("sqlite")
+        .arg(web_dir.join("meta.db"))
+        .args(["nw", &nw])
+        .env("TRITONTUBE_ADMIN_TOKEN", BENCH_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(a.work.join("web.log")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", web_bin.display()));
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let client = loop {
+        if let Ok(c) =
+            tritontube::admin::AdminClient::connect(&admin_addr, Some(BENCH_TOKEN.into())).await
+            && c.status().await.is_ok()
+        {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let t0 = Instant::now();
+    let report = client.verify().await.unwrap();
+    let verify_s = t0.elapsed().as_secs_f64();
+    let copies = a.files * nodes.bases.len() as u64;
+    eprintln!(
+        "verify: {} files ({copies} copies) in {verify_s:.1} s, {} problems",
+        report.files_checked,
+        report.problems.len()
+    );
+    assert_eq!(report.files_checked, a.files, "verify saw every file");
+    t.fig(
+        "verify_s",
+        format!(
+            "verify through the web server: {} files, {copies} copies, {} problems",
+            report.files_checked,
+            report.problems.len()
+        ),
+        format!("{verify_s:.1} s ({:.0} copies/s)", copies as f64 / verify_s),
+        json!(verify_s),
+    );
+    let rss = peak_rss_mib(&web.id().to_string());
+    t.target(
+        "web_verify_rss_mib",
+        format!("web server peak RSS during that verify ({copies} copies)"),
+        rss,
+        format!("{rss:.1} MiB"),
+        "<=",
+        TARGET_WEB_RSS_MIB,
+    );
+    let _ = web.kill();
+    let _ = web.wait();
+}
+
 #[tokio::main]
 async fn main() {
     let a = parse();
@@ -736,7 +806,11 @@ async fn main() {
         TARGET_PLAN_RATIO,
     );
 
-    // 6. Peak memory of the node processes.
+    // 6. A web server over the nodes runs `verify`: every copy of every
+    // file (files x nodes copies), range by range; time and peak memory.
+    verify_step(&a, &nodes, &addrs, &mut t).await;
+
+    // 7. Peak memory of the node processes.
     let rss: Vec<f64> = (0..a.nodes).map(|i| peak_rss_mib(&nodes.pid(i))).collect();
     let rss_max = rss.iter().copied().fold(0.0, f64::max);
     t.target(

@@ -5,6 +5,8 @@
 #              and the hashring crate; balance and movement (ring_stats)
 #   storage:   4 MiB get through a node vs the local store; node RSS in a 1 GiB put
 #   metadata:  SQLite and etcd round trips, listing 10,000 videos
+#   scrub:     a node re-hashing its files vs sha256sum over the same files
+#   serving with the nodes' read verification on and off (what it costs)
 #   scale:     planning a 1,001st node over 100M keys (simulated); 3 real nodes
 #              of 1M files each: index build, restart, Health p99, listing,
 #              planning an added node by changed ranges, node peak RSS
@@ -55,6 +57,10 @@ say "$(grep -c '^ring' "$OUT/results.txt") ring figures"
 say "== storage"
 "$X/store_bench" --json | tee "$OUT/store.json"
 rec store "$(cat "$OUT/store.json")"
+
+say "== scrub"
+"$X/scrub_bench" --json --mib "$(q 256 1024)" | tee "$OUT/scrub.json"
+rec scrub "$(cat "$OUT/scrub.json")"
 
 say "== metadata"
 "$X/metadata_bench" --json | tee "$OUT/metadata.json"
@@ -131,6 +137,28 @@ for f in seg64k seg1m; do
   say "$f: web $(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-web-$f.txt") req/s (no cache $(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-nocache-$f.txt")) vs nginx $(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-nginx-$f.txt") req/s"
 done
 rec memory.web_serving_rss_mib "$(rss_mib $WEB)"
+# The same rows with the nodes' read verification off, to see what hashing
+# every served chunk costs (nodes restarted on the same directories).
+restart_nodes() {
+  for i in 0 1 2; do kill "${node_pids[$i]}" 2>/dev/null || true; wait "${node_pids[$i]}" 2>/dev/null || true; done
+  for i in 0 1 2; do
+    p=${nodes[$i]##*:}
+    "$B/tritontube-node" --host 127.0.0.1 --port "$p" "$@" "$W/node-$p" 2>/dev/null & node_pids[$i]=$!; pids+=($!)
+  done
+  for i in 0 1 2; do wait_port "${nodes[$i]##*:}"; done
+  sleep 3   # the web servers' failure detectors see them answer again
+}
+restart_nodes --verify-reads false
+for f in seg64k seg1m; do
+  for side in web:$HTTP nocache:$HTTP2; do
+    name=${side%%:*}; p=${side##*:}; url="http://127.0.0.1:$p/content/$f/chunk-0-00000.m4s"
+    wrk -t2 -c64 -d${DUR}s --latency "$url" > "$OUT/wrk-$name-noverify-$f.txt"
+    if grep -q "Non-2xx" "$OUT/wrk-$name-noverify-$f.txt"; then echo "non-2xx answers from $name without verification ($f)" >&2; exit 1; fi
+    rec "serving.$f.${name}_noverify.rps" "$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-noverify-$f.txt")"
+  done
+  say "$f without read verification: web $(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-web-noverify-$f.txt") req/s (no cache $(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-nocache-noverify-$f.txt"))"
+done
+restart_nodes
 
 say "== migration"
 COUNT=$(q 64 256)
@@ -143,7 +171,7 @@ URL="http://127.0.0.1:$HTTP2/content/seg64k/chunk-0-00000.m4s"   # uncached: eve
 wrk -t1 -c4 -d5s --latency "$URL" > "$OUT/wrk-idle.txt"
 wrk -t1 -c4 -d60s --latency "$URL" > "$OUT/wrk-during.txt" & WRK=$!
 before=$(du -sb "$W/node-${nodes[3]##*:}" 2>/dev/null | awk '{printf "%d", $1}'); before=${before:-0}
-t0=$(now); "$B/tritontube-admin" add "127.0.0.1:$ADMIN" "${nodes[3]}" > "$OUT/add.txt" 2>/dev/null; t1=$(now)
+t0=$(now); "$B/tritontube-admin" --token-file "$W/web/admin-token" add "127.0.0.1:$ADMIN" "${nodes[3]}" > "$OUT/add.txt" 2>/dev/null; t1=$(now)
 kill -INT $WRK 2>/dev/null || true; wait $WRK 2>/dev/null || true
 moved=$(( $(du -sb "$W/node-${nodes[3]##*:}" | awk '{printf "%d", $1}') - before ))
 mig_mbs=$(calc "$moved/1048576/($t1-$t0)")
@@ -154,7 +182,7 @@ rec migration.p99_during_ms "$(ms "$(awk '/ 99%/ {print $2}' "$OUT/wrk-during.tx
 rec migration.files "$(grep -oE '[0-9]+$' "$OUT/add.txt" | tail -1)"
 say "cluster held $((total/1048576)) MiB; add moved $((moved/1048576)) MiB: $mig_mbs MiB/s vs cp -r $cp_mbs MiB/s"
 say "read p99 idle $(awk '/ 99%/ {print $2}' "$OUT/wrk-idle.txt") vs during migration $(awk '/ 99%/ {print $2}' "$OUT/wrk-during.txt")"
-"$B/tritontube-admin" verify "127.0.0.1:$ADMIN" | tail -1 | tee -a "$OUT/summary.txt"
+"$B/tritontube-admin" --token-file "$W/web/admin-token" verify "127.0.0.1:$ADMIN" | tail -1 | tee -a "$OUT/summary.txt"
 node_rss=0; for p in "${node_pids[@]}"; do r=$(rss_mib "$p"); node_rss=$(python3 -c "print(max($node_rss, $r))"); done
 rec memory.node_peak_rss_mib "$node_rss"; rec memory.web_peak_rss_mib "$(rss_mib $WEB)"
 

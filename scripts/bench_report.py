@@ -89,6 +89,9 @@ def main():
         f"plain loopback TCP moves {fmt(st.get('raw_tcp_loopback_mib_s'), 'MiB/s')} here: the ceiling of any protocol between two processes")
     row("storage", "node peak RSS during a 1 GiB put", fmt(st.get("node_peak_rss_mib"), "MiB"), "64 MiB", st.get("node_peak_rss_mib"), "<=", 64,
         f"put took {st.get('put_1gib_secs')} s")
+    sb = r.get("scrub", {})
+    row("storage", f"scrub (re-hash every stored file, compare with the index) vs `sha256sum`, {sb.get('files')} files, {sb.get('mib')} MiB",
+        fmt(sb.get("scrub_mib_s"), "MiB/s"), fmt(sb.get("sha256sum_mib_s"), "MiB/s"), sb.get("ratio"), ">=", 0.8)
     md = r.get("metadata", {})
     rows.append(f"| metadata | create + get round trips per second | SQLite {fmt(md.get('sqlite_create_get_per_s'), '/s')} | etcd {fmt(md.get('etcd_create_get_per_s'), '/s')} | | | listing 10,000 videos in pages of 100: SQLite {md.get('sqlite_list_10k_s')} s, etcd {md.get('etcd_list_10k_s')} s |")
 
@@ -117,8 +120,12 @@ def main():
             f"{fmt(sc.get('list_files_per_s'), 'files/s')} (first tenth {fmt(sc.get('list_first_tenth_files_per_s'), 'files/s')}, "
             f"last tenth {fmt(sc.get('list_last_tenth_files_per_s'), 'files/s')}"
             + ("" if sc.get("list_complete", True) else f"; stopped after {fmt(sc.get('list_s'), 's')} at {sc.get('list_files'):,} files") + ")")
-        row("scale", f"node peak RSS after indexing, listing and planning, {at}", fmt(sc.get("node_peak_rss_mib"), "MiB"), "64 MiB",
+        row("scale", f"node peak RSS after indexing, listing, planning and a verify, {at}", fmt(sc.get("node_peak_rss_mib"), "MiB"), "64 MiB",
             sc.get("node_peak_rss_mib"), "<=", 64, f"benchmark process {fmt(sc.get('bench_peak_rss_mib'), 'MiB')}")
+        copies = (files or 0) * (n or 0)
+        row("scale", f"web server peak RSS during a verify of {copies:,} copies ({at}, {n} nodes, range by range)",
+            fmt(sc.get("web_verify_rss_mib"), "MiB"), "150 MiB", sc.get("web_verify_rss_mib"), "<=", 150,
+            f"verify took {fmt(sc.get('verify_s'), 's')}")
 
     ours, alone = num(r, "ingest.ours_s"), num(r, "ingest.ffmpeg_s")
     row("ingest", f"upload-to-ready vs ffmpeg alone, {fmt(num(r, 'ingest.clip_s'))} s 720p clip", fmt(ours, "s"), fmt(alone, "s"), div(ours, alone), "<=", 1.10)
@@ -131,6 +138,13 @@ def main():
         row("serving", f"{label} segment GETs/s, 64 connections: web (3 nodes) vs nginx from disk", fmt(web, "/s"), fmt(ng, "/s"), div(web, ng), ">=", 0.5,
             f"web {lat('web')}; nginx {lat('nginx')}")
         rows.append(f"| serving | {label}, web server with its cache off (every GET reaches a node) | {fmt(nc, '/s')} | {fmt(ng, '/s')} | {fmt(div(nc, ng))} | | {lat('nocache')} |")
+        # What verifying every served chunk costs: the ratio to nginx with
+        # it on vs off, in the same run (target: drops by at most 10%).
+        for side, what in (("web", "cache on"), ("nocache", "cache off")):
+            on, off = num(r, f"serving.{f}.{side}.rps"), num(r, f"serving.{f}.{side}_noverify.rps")
+            keep = div(div(on, ng), div(off, ng))
+            row("serving", f"{label}, {what}: ratio to nginx with read verification on vs off", fmt(div(on, ng)), fmt(div(off, ng)), keep, ">=", 0.9,
+                f"{fmt(on, '/s')} with, {fmt(off, '/s')} without")
     mig, cp = num(r, "migration.mib_s"), num(r, "migration.cp_mib_s")
     row("migration", f"adding a node to a cluster holding {fmt(num(r, 'migration.held_mib'), 'MiB')}: throughput vs `cp -r`", fmt(mig, "MiB/s"), fmt(cp, "MiB/s"),
         div(mig, cp), ">=", 0.5, f"{fmt(num(r, 'migration.moved_mib'), 'MiB')} in {int(num(r, 'migration.files') or 0)} files moved in {fmt(num(r, 'migration.secs'), 's')}, each checksummed and fsynced")
