@@ -15,7 +15,7 @@ async fn main() {
         .expect("a video");
     let ladder = tritontube::ingest::ladder::ladder(probe.width, probe.height);
     for arg in
-        tritontube::ingest::ladder::ffmpeg_args(input.as_ref(), out.as_ref(), &probe, &ladder)
+        tritontube::ingest::ladder::ffmpeg_args(input.as_ref(), out.as_ref(), &probe, &ladder, 1)
     {
         println!("{arg}");
     }

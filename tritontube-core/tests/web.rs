@@ -761,3 +761,85 @@ async fn a_refused_upload_is_logged_once() {
         "{text}"
     );
 }
+
+/// A video deleted and uploaded again under the same id gets files of its
+/// own (the generation is in their names), so a URL cached as immutable
+/// never names two different contents, and nothing of the first upload is
+/// served or kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_id_never_reuses_a_url() {
+    let s = site(50 * 1024 * 1024);
+    let routes = filters::routes(s.app.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let first = clip(tmp.path(), "first.mp4", true);
+    let second = clip(tmp.path(), "second.mp4", false);
+    let r = upload(
+        &s.app,
+        &[("id", None, b"again"), ("file", Some("a.mp4"), &first)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let v1 = wait_ready(&s.app, "again").await;
+    assert_eq!(
+        v1["manifest"], "/content/again/manifest.mpd",
+        "the course's names first"
+    );
+    let keys1: Vec<String> = s
+        .app
+        .content
+        .list_all(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    let r = warp::test::request()
+        .method("DELETE")
+        .path("/api/videos/again")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 204);
+
+    let r = upload(
+        &s.app,
+        &[("id", None, b"again"), ("file", Some("b.mp4"), &second)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let v2 = wait_ready(&s.app, "again").await;
+    assert_eq!(v2["manifest"], "/content/again/g2-manifest.mpd");
+    assert_eq!(v2["has_audio"], false, "the second upload's facts");
+    let keys2: Vec<String> = s
+        .app
+        .content
+        .list_all(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert!(!keys2.is_empty());
+    for k in &keys2 {
+        assert!(!keys1.contains(k), "{k} named by both uploads");
+        assert!(k.starts_with("again/g2-"), "{k}");
+    }
+    // The first upload's URLs are gone, the second's are served, and its
+    // manifest names its own segments.
+    assert_eq!(
+        get(&s.app, "/content/again/manifest.mpd").await.status(),
+        404
+    );
+    let mpd = get(&s.app, "/content/again/g2-manifest.mpd").await;
+    assert_eq!(mpd.status(), 200);
+    let mpd = String::from_utf8_lossy(mpd.body()).to_string();
+    assert!(mpd.contains("g2-init-$RepresentationID$.m4s"), "{mpd}");
+    assert!(
+        mpd.contains("g2-chunk-$RepresentationID$-$Number%05d$.m4s"),
+        "{mpd}"
+    );
+    let page = get(&s.app, "/videos/again").await;
+    let html = String::from_utf8_lossy(page.body()).to_string();
+    assert!(html.contains("/content/again/g2-manifest.mpd"), "{html}");
+    assert!(html.contains("/content/again/g2-poster.jpg"), "{html}");
+}

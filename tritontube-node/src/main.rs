@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let options = LocalOptions {
         scrub_bytes_per_sec: (args.scrub_mb_per_s > 0.0)
-            .then(|| (args.scrub_mb_per_s * 1_000_000.0) as u64),
+            .then_some((args.scrub_mb_per_s * 1_000_000.0) as u64),
         verify_reads: args.verify_reads,
     };
     let store = match LocalContentStore::open(&args.base_dir, options) {

@@ -308,7 +308,7 @@ async fn a_cut_upload_or_a_killed_node_leaves_no_temp_file() {
     put.abort();
     drop(tx);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while temp_files(dir.path()).len() != 0 && Instant::now() < deadline {
+    while !temp_files(dir.path()).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(

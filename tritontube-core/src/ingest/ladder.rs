@@ -99,7 +99,14 @@ fn bitrate_for(height: u32) -> u64 {
 /// `chunk-$RepresentationID$-$Number%05d$.m4s`), reporting progress on stdout.
 /// `input` is opened only as the container `probe` found, through the file
 /// protocol ([`container::input_args`]).
-pub fn ffmpeg_args(input: &Path, out_dir: &Path, probe: &Probe, ladder: &Ladder) -> Vec<String> {
+pub fn ffmpeg_args(
+    input: &Path,
+    out_dir: &Path,
+    probe: &Probe,
+    ladder: &Ladder,
+    generation: u64,
+) -> Vec<String> {
+    let name = |base: &str| crate::metadata::generation_file_name(generation, base);
     let rungs = &ladder.rungs;
     // Keyframes at the same instants in every rung, every 2 s of real frames,
     // so a player can switch rungs at any segment boundary.
@@ -166,28 +173,18 @@ pub fn ffmpeg_args(input: &Path, out_dir: &Path, probe: &Probe, ladder: &Ladder)
     } else {
         "id=0,streams=v"
     };
-    a.extend(
-        [
-            "-f",
-            "dash",
-            "-use_template",
-            "1",
-            "-use_timeline",
-            "1",
-            "-init_seg_name",
-            "init-$RepresentationID$.m4s",
-            "-media_seg_name",
-            "chunk-$RepresentationID$-$Number%05d$.m4s",
-            "-adaptation_sets",
-            sets,
-            "-progress",
-            "pipe:1",
-            "-nostats",
-        ]
-        .map(String::from),
-    );
+    a.extend(["-f", "dash", "-use_template", "1", "-use_timeline", "1"].map(String::from));
+    // The course project's names for a first upload; later uploads under the
+    // same id carry their generation (see `Video::file_name`).
+    a.extend([
+        "-init_seg_name".into(),
+        name("init-$RepresentationID$.m4s"),
+        "-media_seg_name".into(),
+        name("chunk-$RepresentationID$-$Number%05d$.m4s"),
+    ]);
+    a.extend(["-adaptation_sets", sets, "-progress", "pipe:1", "-nostats"].map(String::from));
     a.extend(["-seg_duration".into(), SEGMENT_SECS.to_string()]);
-    a.push(out_dir.join("manifest.mpd").display().to_string());
+    a.push(out_dir.join(name("manifest.mpd")).display().to_string());
     a
 }
 

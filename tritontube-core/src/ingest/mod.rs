@@ -31,7 +31,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, FileName, VideoId};
-use crate::metadata::{FileRecord, MetadataStore, Video, VideoFacts, VideoState};
+use crate::metadata::{
+    FileRecord, MetadataStore, Video, VideoFacts, VideoState, generation_file_name,
+};
 use crate::store::{ByteStream, ContentStore, PutOptions, Sha256Digest};
 
 /// Tunables of the ingest pipeline.
@@ -61,6 +63,8 @@ impl Default for IngestConfig {
 /// An upload received and validated, waiting for a transcoder.
 struct Job {
     id: VideoId,
+    /// Which upload of the id this is: its files are named after it.
+    generation: u64,
     dir: tempfile::TempDir,
     source: PathBuf,
     probe: probe::Probe,
@@ -137,8 +141,12 @@ impl Ingest {
         E: std::fmt::Display,
     {
         let mut video = Video::new(id.clone(), title);
+        // A number of its own, even if an earlier upload of this id was
+        // deleted: its files never share a name (or a cached URL) with that
+        // one's.
+        video.generation = self.meta.next_generation(&id).await?;
         self.meta.create_video(&video).await?;
-        match self.receive_created(&id, body).await {
+        match self.receive_created(&id, video.generation, body).await {
             Ok(job) => {
                 video.state = VideoState::Processing { progress: 0.0 };
                 if let Err(e) = self.meta.set_video_state(&id, video.state.clone()).await {
@@ -169,7 +177,7 @@ impl Ingest {
         }
     }
 
-    async fn receive_created<S, B, E>(&self, id: &VideoId, body: S) -> Result<Job>
+    async fn receive_created<S, B, E>(&self, id: &VideoId, generation: u64, body: S) -> Result<Job>
     where
         S: Stream<Item = std::result::Result<B, E>> + Send,
         B: bytes::Buf,
@@ -226,6 +234,7 @@ impl Ingest {
         })?;
         Ok(Job {
             id: id.clone(),
+            generation,
             dir,
             source,
             probe,
@@ -289,7 +298,7 @@ impl Ingest {
         let started = Instant::now();
         tokio::try_join!(
             self.run_ffmpeg(job, &out, &ladder),
-            poster(&job.source, &out, &job.probe),
+            poster(&job.source, &out, &job.probe, job.generation),
         )?;
         let transcoded = started.elapsed();
         // Store every file; the manifest last, so that a reader who sees a
@@ -305,7 +314,8 @@ impl Ingest {
             }
             names.push(name);
         }
-        names.sort_by_key(|n| (n == "manifest.mpd", n.clone()));
+        let manifest_name = generation_file_name(job.generation, "manifest.mpd");
+        names.sort_by_key(|n| (*n == manifest_name, n.clone()));
         let mut facts = VideoFacts {
             duration_secs: job.probe.duration_secs,
             width: job.probe.width,
@@ -372,7 +382,7 @@ impl Ingest {
     }
 
     async fn run_ffmpeg(&self, job: &Job, out: &Path, ladder: &ladder::Ladder) -> Result<()> {
-        let args = ladder::ffmpeg_args(&job.source, out, &job.probe, ladder);
+        let args = ladder::ffmpeg_args(&job.source, out, &job.probe, ladder, job.generation);
         let mut child = tokio::process::Command::new("ffmpeg")
             .args(&args)
             .stdout(std::process::Stdio::piped())
@@ -449,9 +459,9 @@ const STORE_CONCURRENCY: usize = 8;
 /// exits successfully having written no frame at all; decoding one second
 /// costs next to nothing. Should even that find no frame (a video stream
 /// shorter than the file), the first frame is taken.
-async fn poster(source: &Path, out: &Path, probe: &probe::Probe) -> Result<()> {
+async fn poster(source: &Path, out: &Path, probe: &probe::Probe, generation: u64) -> Result<()> {
     let at = (probe.duration_secs / 2.0).min(1.0);
-    let dest = out.join("poster.jpg");
+    let dest = out.join(generation_file_name(generation, "poster.jpg"));
     for at in [at, 0.0] {
         let status = tokio::process::Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"])

@@ -448,7 +448,8 @@ impl ContentStore for NetworkContentStore {
                     }
                     None if st.pos >= st.end => return None,
                     None | Some(Err(_)) => {
-                        if let Some(Err(Error::BadCopy { .. })) = &next
+                        let bad = matches!(&next, Some(Err(Error::BadCopy { .. })));
+                        if bad
                             && let Some(node) =
                                 st.store.candidates.get(st.next_candidate.saturating_sub(1))
                         {
@@ -471,6 +472,15 @@ impl ContentStore for NetworkContentStore {
                                 resumed = true;
                                 break;
                             }
+                        }
+                        if !resumed && bad {
+                            // The bytes were there but wrong on every copy
+                            // tried: a server fault (502), never a retry hint.
+                            let e = Error::BadCopy {
+                                key: st.key.to_string(),
+                                detail: format!("no intact copy left from byte {}", st.pos),
+                            };
+                            return Some((Err(e), None));
                         }
                         if !resumed {
                             let e = Error::Unavailable {

@@ -61,8 +61,8 @@ impl From<&Video> for VideoJson {
             renditions: v.facts.renditions.clone(),
             total_bytes: v.facts.total_bytes,
             file_count: v.facts.file_count,
-            manifest: format!("/content/{}/manifest.mpd", v.id),
-            poster: format!("/content/{}/poster.jpg", v.id),
+            manifest: format!("/content/{}/{}", v.id, v.file_name("manifest.mpd")),
+            poster: format!("/content/{}/{}", v.id, v.file_name("poster.jpg")),
         }
     }
 }

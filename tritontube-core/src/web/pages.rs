@@ -68,8 +68,9 @@ pub fn index(videos: &[Video], max_upload: u64) -> String {
     for v in videos {
         let thumb = if v.state == VideoState::Ready {
             format!(
-                "<img src=\"/content/{}/poster.jpg\" alt=\"\" loading=\"lazy\">",
-                esc(v.id.as_str())
+                "<img src=\"/content/{}/{}\" alt=\"\" loading=\"lazy\">",
+                esc(v.id.as_str()),
+                esc(&v.file_name("poster.jpg"))
             )
         } else {
             "<div class=\"ph\"></div>".into()
@@ -122,11 +123,15 @@ if (document.querySelector('.state:not(.failed)') && /processing|waiting/.test(d
 /// The watch page.
 pub fn watch(v: &Video) -> String {
     let id = esc(v.id.as_str());
+    let (poster, manifest) = (
+        esc(&v.file_name("poster.jpg")),
+        esc(&v.file_name("manifest.mpd")),
+    );
     let title = esc(&v.title);
     let body = match &v.state {
         VideoState::Ready => format!(
             r#"<section class="card"><h2>{title}</h2>
-<video id="player" controls muted playsinline poster="/content/{id}/poster.jpg"></video>
+<video id="player" controls muted playsinline poster="/content/{id}/{poster}"></video>
 <p><label>Quality <select id="quality"><option value="auto">Auto</option></select></label>
 <span class="state" id="info">{dur} · {w}×{h}</span></p>
 <div id="msg"></div></section>
@@ -134,7 +139,7 @@ pub fn watch(v: &Video) -> String {
 <script>
 window.playerError = null;
 const player = dashjs.MediaPlayer().create();
-player.initialize(document.getElementById('player'), '/content/{id}/manifest.mpd', true);
+player.initialize(document.getElementById('player'), '/content/{id}/{manifest}', true);
 player.on(dashjs.MediaPlayer.events.ERROR, (e) => {{
   window.playerError = JSON.stringify(e.error || e);
   const m = document.getElementById('msg'); m.className = 'err'; m.textContent = 'Playback error: ' + window.playerError;
