@@ -67,16 +67,30 @@ async fn problems(admin: &AdminClient) -> Vec<(String, String, String)> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rotten_copies_are_never_served_repaired_from_the_record_or_reported_lost() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+/// `n` storage-node processes under `root`: the processes (stopped when
+/// dropped), their ports and their addresses.
+async fn start_nodes(root: &Path, n: usize) -> (Vec<Proc>, Vec<u16>, Vec<String>) {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let mut nodes = Vec::new();
     for p in &ports {
         nodes.push(start_node(root, *p).await);
     }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let addrs = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    (nodes, ports, addrs)
+}
+
+/// A client of the admin services on `port`, with the tests' token.
+async fn admin_at(port: u16) -> AdminClient {
+    AdminClient::connect(&format!("127.0.0.1:{port}"), Some(ADMIN_TOKEN.into()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotten_copies_are_never_served_repaired_from_the_record_or_reported_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (nodes, ports, addrs) = start_nodes(root, 3).await;
     // Two web servers on one cluster: one with the memory cache, one
     // streaming every read from the nodes.
     let (http_a, admin_a, http_b, admin_b) = (free_port(), free_port(), free_port(), free_port());
@@ -137,12 +151,33 @@ async fn rotten_copies_are_never_served_repaired_from_the_record_or_reported_los
         let (s, _) = get(http, "rot", lost, None).await;
         assert_eq!(s, 502, "{lost} via {http}");
     }
+    // Reported: bad copies met by reads, and the nodes' quarantines.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = reqwest::get(format!("http://{a}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let sum = |name: &str| -> f64 {
+            m.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        if sum("tritontube_bad_copies_total") > 0.0
+            && sum("tritontube_node_quarantined_files") > 0.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reported in /metrics: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Repair restores every file that has a good copy, from that copy; the
     // lost one stays reported as lost (and nothing else is wrong).
-    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_a}"), Some(ADMIN_TOKEN.into()))
-        .await
-        .unwrap();
+    let admin = admin_at(admin_a).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let want_left = vec![("lost".to_string(), format!("rot/{lost}"))];
     loop {
@@ -182,19 +217,12 @@ async fn rotten_copies_are_never_served_repaired_from_the_record_or_reported_los
 async fn a_member_under_another_name_or_a_copied_directory_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut nodes = Vec::new();
-    for p in &ports {
-        nodes.push(start_node(root, *p).await);
-    }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let (mut nodes, ports, addrs) = start_nodes(root, 2).await;
     let (http, admin_port) = (free_port(), free_port());
     let _web = start_web(root, http, admin_port, &addrs, &["--vnodes", "64"]).await;
     let h = format!("127.0.0.1:{http}");
     let keys = fill(&addrs, 40, 3000, 64).await;
-    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), Some(ADMIN_TOKEN.into()))
-        .await
-        .unwrap();
+    let admin = admin_at(admin_port).await;
     let clean = |p: Vec<(String, String, String)>| p.is_empty();
     assert!(clean(problems(&admin).await));
 
@@ -246,19 +274,12 @@ async fn a_member_under_another_name_or_a_copied_directory_is_refused() {
 async fn a_member_moved_to_a_new_address_keeps_its_files_and_nothing_is_copied() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut nodes = Vec::new();
-    for p in &ports {
-        nodes.push(start_node(root, *p).await);
-    }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let (mut nodes, ports, addrs) = start_nodes(root, 2).await;
     let (http, admin_port) = (free_port(), free_port());
     let _web = start_web(root, http, admin_port, &addrs, &["--vnodes", "64"]).await;
     let h = format!("127.0.0.1:{http}");
     let keys = fill(&addrs, 30, 2000, 64).await;
-    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_port}"), Some(ADMIN_TOKEN.into()))
-        .await
-        .unwrap();
+    let admin = admin_at(admin_port).await;
     // The web server learns the members' ids in the background.
     let deadline = Instant::now() + Duration::from_secs(20);
     while admin
@@ -328,5 +349,91 @@ async fn a_member_moved_to_a_new_address_keeps_its_files_and_nothing_is_copied()
             .unwrap()
             .count(),
         files_before
+    );
+}
+
+/// Files stored before checksums were recorded (an older version's
+/// cluster) get their records once, at start-up, where all their copies
+/// agree; a file whose copies disagree is left unrecorded and reported as a
+/// conflict; files of no known video are not recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn older_files_get_their_checksums_recorded_once_where_copies_agree() {
+    use tritontube_core::metadata::{
+        ClusterState, MetadataStore, NodeEntry, SqliteMetadataStore, Video, VideoState,
+    };
+    use tritontube_core::store::{ContentStoreExt, NodeClient, NodeClientConfig};
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (_nodes, _ports, addrs) = start_nodes(root, 2).await;
+    // 60 files as an older version stored them: "bulk0" (50) and "bulk1"
+    // (10), two copies each, no records.
+    let keys = fill(&addrs, 60, 1500, 64).await;
+    let disputed = keys[7].clone();
+    let other: tritontube_core::NodeAddr = addrs[1].parse().unwrap();
+    NodeClient::new(other, NodeClientConfig::default())
+        .put_bytes(&disputed, bytes::Bytes::from_static(b"other bytes"))
+        .await
+        .unwrap();
+    let db = root.join("metadata.db");
+    {
+        let meta = SqliteMetadataStore::open(&db).unwrap();
+        let mut v = Video::new("bulk0".parse().unwrap(), "older video");
+        v.state = VideoState::Ready;
+        meta.create_video(&v).await.unwrap();
+        let state = ClusterState {
+            nodes: addrs
+                .iter()
+                .map(|a| NodeEntry::new(a.parse().unwrap(), 1.0))
+                .collect(),
+            replicas: 2,
+            vnodes: 64,
+            epoch: 1,
+            pending: None,
+            previous: None,
+            records_complete: false,
+        };
+        meta.put_cluster_state(None, &state).await.unwrap();
+    }
+    let (http, admin_port) = (free_port(), free_port());
+    let _web = start_web(root, http, admin_port, &addrs, &["--vnodes", "64"]).await;
+    let meta = SqliteMetadataStore::open(&db).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !meta
+        .cluster_state()
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .records_complete
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the one-time pass never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recorded = meta
+        .video_file_records(&"bulk0".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 49, "every bulk0 file but the disputed one");
+    assert!(recorded.iter().all(|r| r.key != disputed && r.size == 1500));
+    assert!(
+        meta.video_file_records(&"bulk1".parse().unwrap())
+            .await
+            .unwrap()
+            .is_empty(),
+        "no video, no record"
+    );
+    let admin = admin_at(admin_port).await;
+    let found = problems(&admin).await;
+    assert_eq!(
+        found,
+        vec![(
+            "conflict".to_string(),
+            disputed.to_string(),
+            found[0].2.clone()
+        )],
+        "only the disputed file is reported"
     );
 }

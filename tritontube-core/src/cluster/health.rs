@@ -35,7 +35,7 @@ impl Liveness {
 }
 
 /// What is known of one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeLiveness {
     /// Its state.
     pub state: Liveness,
@@ -47,6 +47,10 @@ pub struct NodeLiveness {
     pub failures: u32,
     /// Failures in all.
     pub errors: u64,
+    /// Files the node reported quarantined in its last Health answer.
+    pub quarantined: u64,
+    /// Indexing progress in its last Health answer, while it indexes.
+    pub indexing: Option<f32>,
 }
 
 /// Tunables of the [`HealthTracker`].
@@ -113,6 +117,17 @@ impl HealthTracker {
             entry.since = SystemTime::now();
         }
         entry.failures = 0;
+    }
+
+    /// Records what a Health answer of `addr` said about its upkeep.
+    pub fn record_node_report(&self, addr: &NodeAddr, quarantined: u64, indexing: Option<f32>) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        let entry = nodes.entry(addr.clone()).or_insert_with(new_entry);
+        if quarantined > entry.quarantined {
+            tracing::error!(node = %addr, quarantined, "storage node quarantined bad copies; a repair restores them");
+        }
+        entry.quarantined = quarantined;
+        entry.indexing = indexing;
     }
 
     /// Records a failed request to or health check of `addr`.
@@ -255,6 +270,8 @@ fn new_entry() -> NodeLiveness {
         since: SystemTime::now(),
         failures: 0,
         errors: 0,
+        quarantined: 0,
+        indexing: None,
     }
 }
 

@@ -663,6 +663,10 @@ impl Nodes for NetworkContentStore {
     async fn health(&self, addr: &NodeAddr) -> Result<NodeHealth> {
         let r = self.client(addr).health().await;
         self.note(addr, &r);
+        if let Ok(h) = &r {
+            self.health
+                .record_node_report(addr, h.quarantined, h.indexing);
+        }
         r
     }
 

@@ -551,6 +551,24 @@ pub async fn metrics(app: App) -> Reply_ {
         extra.push_str("# HELP tritontube_bad_copies_total Copies whose bytes disagreed with the recorded checksum, met by reads (another copy was served, and a repair queued).\n");
         extra.push_str("# TYPE tritontube_bad_copies_total counter\n");
         let _ = writeln!(extra, "tritontube_bad_copies_total {}", h.bad_copies());
+        extra.push_str("# HELP tritontube_node_quarantined_files Files a storage node moved to quarantine (bytes that no longer matched), as its last Health answer said.\n");
+        extra.push_str("# TYPE tritontube_node_quarantined_files gauge\n");
+        for (addr, n) in &snap {
+            let _ = writeln!(
+                extra,
+                "tritontube_node_quarantined_files{{node=\"{addr}\"}} {}",
+                n.quarantined
+            );
+        }
+        extra.push_str("# HELP tritontube_node_indexing_percent Index build progress of a storage node (100 when complete).\n");
+        extra.push_str("# TYPE tritontube_node_indexing_percent gauge\n");
+        for (addr, n) in &snap {
+            let _ = writeln!(
+                extra,
+                "tritontube_node_indexing_percent{{node=\"{addr}\"}} {}",
+                n.indexing.unwrap_or(100.0)
+            );
+        }
         extra.push_str("# HELP tritontube_node_errors_total Failed requests to a storage node.\n");
         extra.push_str("# TYPE tritontube_node_errors_total counter\n");
         for (addr, n) in &snap {

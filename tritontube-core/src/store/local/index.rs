@@ -398,21 +398,8 @@ impl Index {
     /// Inserts a row found by the rebuild, unless the key already has one
     /// (a put during the rebuild wins). Returns true if inserted.
     pub fn insert_found(&self, row: &Row) -> Result<bool> {
-        self.write("index a found file", |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO files (key, video, ring_hash, size, sha256, chunks)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    row.key.as_str(),
-                    row.key.video().as_str(),
-                    to_sql(row.ring_hash()),
-                    row.size as i64,
-                    row.sha256.0.to_vec(),
-                    row.chunks
-                ],
-            )
-            .map(|n| n > 0)
-        })
+        self.insert_found_batch(std::slice::from_ref(row))
+            .map(|(n, _)| n > 0)
     }
 
     /// [`Index::insert_found`] for many rows in one transaction. Returns the
