@@ -336,8 +336,12 @@ async fn planning_pass(
     let t = Instant::now();
     let mut times = PassTimes::default();
     let (mut listed, mut files, mut copies, mut bytes) = (0, 0, 0, 0);
-    for batch in batches {
-        let (n, holdings) = list_batch(clients, batch, with_plan).await;
+    // Two batches listed at once in both passes, as the cluster manager
+    // does: the plan of one batch overlaps the listing of the next.
+    let mut lists = futures::stream::iter(batches)
+        .map(|batch| list_batch(clients, batch, with_plan))
+        .buffered(2);
+    while let Some((n, holdings)) = lists.next().await {
         listed += n;
         if let Some((holdings, holdings_s)) = holdings {
             times.holdings += holdings_s;

@@ -762,8 +762,13 @@ impl ClusterManager {
             batches = batches.len(),
             "migration planning by changed ranges"
         );
-        for batch in batches {
-            let plan = self.scan(&all, target, &batch, &ring, replicas).await?;
+        // The next batch is listed and planned while this one's copies run.
+        let (all, ring) = (&all, &ring);
+        let mut plans = futures::stream::iter(batches)
+            .map(|batch| async move { self.scan(all, target, &batch, ring, replicas).await })
+            .buffered(2);
+        while let Some(plan) = plans.next().await {
+            let plan = plan?;
             let n = plan.copies.len() as u64;
             let b = plan.copy_bytes();
             total += n;
@@ -908,7 +913,7 @@ impl ClusterManager {
             scan::whole_ring(),
             |p| {
                 report.files_checked += p.files;
-                report.problems.extend(p.problems);
+                report.problems.extend(p.all_problems());
             },
         )
         .await?;

@@ -41,6 +41,9 @@ pub struct CopyTask {
     pub size: u64,
     /// SHA-256 of the good copy.
     pub sha256: Sha256Digest,
+    /// True if the target holds no copy at all (else it holds a bad one,
+    /// reported as [`Problem::Corrupt`]).
+    pub missing: bool,
 }
 
 /// One surplus copy to delete.
@@ -154,11 +157,34 @@ pub struct Plan {
     /// Copies held by non-owners. Only safe to delete once every owner holds
     /// a good copy (see [`Plan::safe_deletions`]).
     pub surplus: Vec<DeleteTask>,
-    /// Everything found wrong.
+    /// Corrupt, lost and disputed files. Missing and surplus copies are
+    /// told by [`Plan::copies`] and [`Plan::surplus`] (a migration's plan
+    /// holds one of each per moved file; [`Plan::all_problems`] lists them
+    /// as problems only when asked).
     pub problems: Vec<Problem>,
 }
 
 impl Plan {
+    /// Everything found wrong: [`Plan::problems`], plus each missing copy
+    /// and each surplus copy.
+    pub fn all_problems(self) -> Vec<Problem> {
+        let mut out = self.problems;
+        out.extend(
+            self.copies
+                .into_iter()
+                .filter(|c| c.missing)
+                .map(|c| Problem::Missing {
+                    key: c.key,
+                    node: c.target,
+                }),
+        );
+        out.extend(self.surplus.into_iter().map(|d| Problem::Surplus {
+            key: d.key,
+            node: d.node,
+        }));
+        out
+    }
+
     /// Bytes the copies move.
     pub fn copy_bytes(&self) -> u64 {
         self.copies.iter().map(|c| c.size).sum()
@@ -193,9 +219,20 @@ pub fn owners_of(ring: &TokenRing, key: &ContentKey, replicas: usize) -> Vec<Nod
 /// `recorded` (see the [module documentation](self)).
 pub fn plan(holdings: &Holdings, ring: &TokenRing, replicas: usize, recorded: &Recorded) -> Plan {
     let mut out = Plan::default();
+    // Members as addresses, made once: validating and allocating an address
+    // per owner per file would cost more than the rest of the plan.
+    let members: HashMap<&str, NodeAddr> = ring
+        .nodes()
+        .filter_map(|n| NodeAddr::new(n).ok().map(|a| (n, a)))
+        .collect();
+    let mut buf = vec![""; replicas.max(1)];
+    let mut owners: Vec<NodeAddr> = Vec::with_capacity(replicas.max(1));
     for (key, copies) in holdings {
         out.files += 1;
-        let owners = owners_of(ring, key, replicas);
+        owners.clear();
+        if let Ok(n) = ring.preference_by_hash(crate::ring::key_hash(key.as_str()), &mut buf) {
+            owners.extend(buf[..n].iter().filter_map(|a| members.get(a).cloned()));
+        }
         let Some((size, sha)) = truth(key, copies, recorded, &mut out.problems) else {
             // Lost or disputed: keep every copy as evidence, copy nothing.
             continue;
@@ -229,11 +266,13 @@ fn plan_file(
     out: &mut Plan,
 ) {
     let good = |m: &ObjectMeta| m.size == size && m.sha256 == sha;
-    // Owners first: they are the ones meant to serve it.
-    let mut sources: Vec<&(NodeAddr, ObjectMeta)> =
-        copies.iter().filter(|(_, m)| good(m)).collect();
-    sources.sort_by_key(|(n, _)| !owners.contains(n));
-    let sources: Vec<NodeAddr> = sources.into_iter().map(|(n, _)| n.clone()).collect();
+    // Owners first: they are the ones meant to serve it. Made only when a
+    // copy is needed (most files of a plan need none).
+    let sources = || -> Vec<NodeAddr> {
+        let mut s: Vec<&(NodeAddr, ObjectMeta)> = copies.iter().filter(|(_, m)| good(m)).collect();
+        s.sort_by_key(|(n, _)| !owners.contains(n));
+        s.into_iter().map(|(n, _)| n.clone()).collect()
+    };
     for (node, meta) in copies.iter().filter(|(_, m)| !good(m)) {
         out.problems.push(Problem::Corrupt {
             key: key.clone(),
@@ -248,25 +287,16 @@ fn plan_file(
         if copies.iter().any(|(n, m)| n == owner && good(m)) {
             continue;
         }
-        if !copies.iter().any(|(n, _)| n == owner) {
-            out.problems.push(Problem::Missing {
-                key: key.clone(),
-                node: owner.clone(),
-            });
-        }
         out.copies.push(CopyTask {
             key: key.clone(),
-            sources: sources.clone(),
+            sources: sources(),
             target: owner.clone(),
             size,
             sha256: sha,
+            missing: !copies.iter().any(|(n, _)| n == owner),
         });
     }
     for (node, _) in copies.iter().filter(|(n, _)| !owners.contains(n)) {
-        out.problems.push(Problem::Surplus {
-            key: key.clone(),
-            node: node.clone(),
-        });
         out.surplus.push(DeleteTask {
             key: key.clone(),
             node: node.clone(),
@@ -284,7 +314,8 @@ fn truth(
     recorded: &Recorded,
     problems: &mut Vec<Problem>,
 ) -> Option<(u64, Sha256Digest)> {
-    let first = copies.first().map(|(n, _)| n.clone())?;
+    let (first_node, first) = copies.first()?;
+    let first_node = first_node.clone();
     if let Some(&(size, sha)) = recorded.get(key) {
         if copies
             .iter()
@@ -294,13 +325,20 @@ fn truth(
         }
         problems.push(Problem::Lost {
             key: key.clone(),
-            node: first,
+            node: first_node,
             detail: format!(
                 "no copy matches the record ({size} bytes, SHA-256 {sha}); {} bad copies kept",
                 copies.len()
             ),
         });
         return None;
+    }
+    // The usual case: every copy agrees.
+    if copies
+        .iter()
+        .all(|(_, m)| m.size == first.size && m.sha256 == first.sha256)
+    {
+        return Some((first.size, first.sha256));
     }
     let mut votes: HashMap<(u64, Sha256Digest), usize> = HashMap::new();
     for (_, m) in copies {
@@ -313,7 +351,7 @@ fn truth(
     }
     problems.push(Problem::Conflict {
         key: key.clone(),
-        node: first,
+        node: first_node,
         detail: format!(
             "no record, and its {} copies disagree with no majority; left as they are",
             copies.len()

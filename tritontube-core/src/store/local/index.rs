@@ -10,7 +10,7 @@
 //! A file and its row change together. A put or delete first writes an
 //! *intent* (what is about to happen to which key, and the temporary file
 //! involved), then renames or removes the file, then updates the row and
-//! drops the intent in one transaction. [`Index::recover`], run at open,
+//! drops the intent in one transaction. The store's recovery, run at open,
 //! finishes or undoes whatever a crash (kill -9) interrupted between those
 //! steps, so the index and the directory agree afterwards.
 //!

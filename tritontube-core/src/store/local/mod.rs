@@ -9,13 +9,13 @@
 //! | path | what |
 //! |---|---|
 //! | `.tritontube/node-id` | the random identity of this directory, made on first open |
-//! | `.tritontube/index.db` | the [index](index): size, SHA-256, chunk hashes and ring hash of every file |
+//! | `.tritontube/index.db` | the index: size, SHA-256, chunk hashes and ring hash of every file |
 //! | `.tritontube/tmp/` | bodies being received; emptied at open |
 //! | `.tritontube/quarantine/` | files whose bytes no longer match their index row |
 //!
 //! Writes are atomic: the body goes to a temporary file, is fsynced,
 //! checked, and renamed into place, and its index row changes in the same
-//! step (see [`index`] for how a crash between the two is repaired).
+//! step (an intent log in the index repairs a crash between the two).
 //! Reads are verified: every chunk of [`CHUNK`] bytes is hashed before it is
 //! sent, and a chunk that disagrees with the index moves the file to
 //! quarantine and fails the read, so bytes that differ from what was
