@@ -216,7 +216,10 @@ pub fn owners_of(ring: &TokenRing, key: &ContentKey, replicas: usize) -> Vec<Nod
 }
 
 /// Compares `holdings` with the owners `ring` assigns, judging copies by
-/// `recorded` (see the [module documentation](self)).
+/// `recorded`: a copy is good only if it matches its file's record; a file
+/// with no matching copy is lost (reported, nothing touched); a file with
+/// no record falls back to its copies' strict majority, and a tie is a
+/// conflict, never settled by chance.
 pub fn plan(holdings: &Holdings, ring: &TokenRing, replicas: usize, recorded: &Recorded) -> Plan {
     let mut out = Plan::default();
     // Members as addresses, made once: validating and allocating an address

@@ -97,7 +97,11 @@ pub struct StoreStats {
     pub scrub: ScrubStats,
 }
 
-/// A [`ContentStore`] on a local directory; see the [module docs](self).
+/// A [`ContentStore`] on a local directory (`<base>/<videoId>/<filename>`,
+/// the course project's layout) with an index of what each file must
+/// contain: writes are atomic with their index row, reads are verified
+/// chunk by chunk, rot is quarantined, and a directory without an index is
+/// indexed in the background.
 #[derive(Debug, Clone)]
 pub struct LocalContentStore {
     inner: Arc<Inner>,
