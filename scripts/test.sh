@@ -10,5 +10,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+# Every public item's docs build, links included.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 # The ring builds without the async runtime.
 cargo build -p tritontube-core --no-default-features

@@ -31,7 +31,7 @@ struct Cli {
     )]
     token: Option<String>,
     /// A file holding the admin token (the web server's
-    /// <data-dir>/admin-token).
+    /// DATA_DIR/admin-token).
     #[arg(long, global = true, conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]

@@ -47,7 +47,7 @@ struct Args {
     /// Shared secret for the admin services and for DELETE. Prefer the
     /// environment variable or --admin-token-file: a value given here is
     /// visible to every user in `ps`. Without any, one is made on first
-    /// start and kept in <data-dir>/admin-token (mode 0600).
+    /// start and kept in DATA_DIR/admin-token (mode 0600).
     #[arg(long, env = "TRITONTUBE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// A file holding the admin token (first line).
