@@ -843,3 +843,52 @@ async fn a_reused_id_never_reuses_a_url() {
     assert!(html.contains("/content/again/g2-manifest.mpd"), "{html}");
     assert!(html.contains("/content/again/g2-poster.jpg"), "{html}");
 }
+
+/// A client that goes away in the middle of its upload (the request's
+/// future dropped) leaves no record behind, and the id can be used again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_upload_leaves_no_record() {
+    let s = site(50 * 1024 * 1024);
+    let ingest = s.app.ingest.clone();
+    let id: tritontube_core::VideoId = "gone".parse().unwrap();
+    let request = {
+        let id = id.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            // Half a body, then nothing: the client stalls, then vanishes.
+            let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(
+                bytes::Bytes::from_static(b"half a video"),
+            )])
+            .chain(futures::stream::pending());
+            ingest.receive(id, "gone", body).await
+        })
+    };
+    // The record exists while the body is being received...
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.app.meta.get_video(&id).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no record was made");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...and is gone soon after the request is dropped.
+    request.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.app.meta.get_video(&id).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record stayed behind"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = clip(tmp.path(), "again.mp4", false);
+    let r = upload(
+        &s.app,
+        &[
+            ("id", None, b"gone".as_slice()),
+            ("file", Some("a.mp4"), &data),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303, "the id is free again");
+    wait_ready(&s.app, "gone").await;
+}

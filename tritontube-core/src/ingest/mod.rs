@@ -146,7 +146,16 @@ impl Ingest {
         // one's.
         video.generation = self.meta.next_generation(&id).await?;
         self.meta.create_video(&video).await?;
-        match self.receive_created(&id, video.generation, body).await {
+        // If this future is dropped before the upload is queued or refused
+        // (the client went away mid-body or while it was probed), the record
+        // must not stay behind in "uploaded", blocking the id forever.
+        let mut abandoned = Abandoned {
+            meta: self.meta.clone(),
+            id: Some(id.clone()),
+        };
+        let received = self.receive_created(&id, video.generation, body).await;
+        abandoned.id = None;
+        match received {
             Ok(job) => {
                 video.state = VideoState::Processing { progress: 0.0 };
                 if let Err(e) = self.meta.set_video_state(&id, video.state.clone()).await {
@@ -444,6 +453,29 @@ impl Ingest {
             });
         }
         Ok(())
+    }
+}
+
+/// Removes a new video's record when its upload is abandoned: dropped
+/// (the request's future went away with its client) after the record was
+/// made and before the upload was queued or refused.
+struct Abandoned {
+    meta: Arc<dyn MetadataStore>,
+    id: Option<VideoId>,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        tracing::warn!(video = %id, "upload abandoned before it was queued (the client went away); its record is removed");
+        let meta = self.meta.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = meta.delete_video(&id).await {
+                    tracing::error!(video = %id, error = %e, "could not remove an abandoned upload's record");
+                }
+            });
+        }
     }
 }
 
