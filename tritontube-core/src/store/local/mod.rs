@@ -691,7 +691,6 @@ struct Reader {
     inner: Arc<Inner>,
     row: Row,
     file: std::fs::File,
-    path: PathBuf,
     next_chunk: u64,
     range: std::ops::Range<u64>,
 }
@@ -737,7 +736,6 @@ impl Reader {
         self.next_chunk += 1;
         let from = self.range.start.max(start) - start;
         let to = self.range.end.min(end) - start;
-        let _ = &self.path;
         Some(Ok(Bytes::from(buf).slice(from as usize..to as usize)))
     }
 }
@@ -801,7 +799,7 @@ impl ContentStore for LocalContentStore {
         let inner = self.inner.clone();
         let k = key.clone();
         let recorded = opts.expected_sha256.is_some();
-        let (row, file, path) = blocking(move || {
+        let (row, file) = blocking(move || {
             let row = match inner.row(&k) {
                 // The caller holds a record of this file: its absence is
                 // lost bytes, not a wrong address.
@@ -825,7 +823,7 @@ impl ContentStore for LocalContentStore {
                 }
                 Err(e) => return Err(io_err(&path, e)),
             };
-            Ok((row, file, path))
+            Ok((row, file))
         })
         .await?;
         let meta = row.meta();
@@ -846,7 +844,6 @@ impl ContentStore for LocalContentStore {
             next_chunk: range.start / CHUNK,
             row,
             file,
-            path,
             range: range.clone(),
         };
         // Chunks are read and verified on the blocking pool, one at a time,
