@@ -9,7 +9,8 @@
 # Usage: scripts/setup.sh [--bench]   (--bench: also nginx and wrk, the
 # references of scripts/bench.sh)
 #
-# With CI=true the packages are always installed (`apt-get update` once, then
+# .ci/run installs the system packages itself (and says so with
+# TRITONTUBE_SYSTEM_PACKAGES=installed). Otherwise, with CI=true the packages are always installed (`apt-get update` once, then
 # `apt-get install -y`), whatever the machine already seems to have; otherwise
 # only the packages dpkg does not list as installed.
 set -euo pipefail
@@ -25,7 +26,9 @@ fi
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-if [ "${CI:-}" = true ]; then
+if [ "${TRITONTUBE_SYSTEM_PACKAGES:-}" = installed ]; then
+  need=()   # .ci/run has just installed them
+elif [ "${CI:-}" = true ]; then
   need=("${packages[@]}")
 else
   need=()
