@@ -42,6 +42,7 @@ use tritontube::NodeAddr;
 use tritontube::cluster::{Holdings, Recorded, plan};
 use tritontube::ring::{DEFAULT_VNODES, HashRange, TokenRing, diff};
 use tritontube::store::{NodeClient, NodeClientConfig};
+use tritontube::testing::free_port;
 
 const FILES_PER_VIDEO: u64 = 600;
 const REPLICAS: usize = 3;
@@ -223,14 +224,6 @@ impl Drop for Nodes {
             self.kill(i);
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn quick_client(addr: &NodeAddr) -> NodeClient {

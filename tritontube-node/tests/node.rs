@@ -25,13 +25,7 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tritontube_core::testing::free_port;
 
 async fn start_node(dir: &Path) -> Node {
     let port = free_port();

@@ -167,6 +167,7 @@ async fn rotten_copies_are_never_served_repaired_from_the_record_or_reported_los
                 .sum()
         };
         if sum("tritontube_bad_copies_total") > 0.0
+            && sum("tritontube_node_bad_copies_total") > 0.0
             && sum("tritontube_node_quarantined_files") > 0.0
         {
             break;

@@ -52,6 +52,31 @@ fn the_limit_flags_are_documented() {
     assert_eq!(st.code(), Some(2), "a cap of 0 is refused");
 }
 
+/// An admin token file that cannot be read, or is empty, stops the server
+/// at once with a message naming the file (never a server without a token).
+#[test]
+fn an_unreadable_or_empty_token_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "  \n").unwrap();
+    let missing = dir.path().join("no-such-token");
+    for (file, says) in [(&empty, "is empty"), (&missing, "cannot read")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tritontube-web"))
+            .arg("--admin-token-file")
+            .arg(file)
+            .args(["--port", "0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", file.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains(&*file.to_string_lossy()),
+            "{err}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_against_the_process_leaves_requests_answered() {
     let dir = tempfile::tempdir().unwrap();

@@ -63,7 +63,7 @@ pub async fn run_healer(
     // The set of down nodes the last re-replication worked around.
     let mut healed_for: BTreeSet<NodeAddr> = BTreeSet::new();
     let mut hints_seen = tracker.hints();
-    let mut quarantined_seen = manager.quarantined_total().await;
+    let mut quarantined_seen = tracker.quarantined_total();
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -79,7 +79,9 @@ pub async fn run_healer(
         if state.pending.is_some() {
             continue;
         }
-        if let Err(e) = manager.record_member_ids().await {
+        if state.nodes.iter().any(|n| n.id.is_empty())
+            && let Err(e) = manager.record_member_ids().await
+        {
             tracing::debug!(error = %e, "could not record member ids yet");
         }
         // Bad copies met by reads: repair exactly those files now.
@@ -97,7 +99,7 @@ pub async fn run_healer(
             }
         }
         // Copies a node's scrubber quarantined: a full repair restores them.
-        let quarantined = manager.quarantined_total().await;
+        let quarantined = tracker.quarantined_total();
         if quarantined > quarantined_seen {
             dirty = true;
         }
@@ -142,7 +144,7 @@ pub async fn run_healer(
             }
         } else if dirty {
             let hints_before = tracker.hints();
-            let quarantined_before = manager.quarantined_total().await;
+            let quarantined_before = tracker.quarantined_total();
             match manager.repair().await {
                 Ok(copies) => {
                     tracing::info!(

@@ -49,6 +49,8 @@ pub struct NodeLiveness {
     pub errors: u64,
     /// Files the node reported quarantined in its last Health answer.
     pub quarantined: u64,
+    /// Reads from it that met bytes disagreeing with the record.
+    pub bad_copies: u64,
     /// Indexing progress in its last Health answer, while it indexes.
     pub indexing: Option<f32>,
 }
@@ -181,11 +183,28 @@ impl HealthTracker {
     /// the recorded checksum; the key is queued for a targeted repair.
     pub fn record_bad_copy(&self, addr: &NodeAddr, key: &crate::id::ContentKey) {
         self.bad_copies.fetch_add(1, Ordering::SeqCst);
+        self.nodes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr.clone())
+            .or_insert_with(new_entry)
+            .bad_copies += 1;
         tracing::error!(node = %addr, key = %key, "bad copy found while reading; served another copy and queued a repair");
         let mut q = self.repair_queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() < REPAIR_QUEUE_MAX {
             q.insert(key.clone());
         }
+    }
+
+    /// Files quarantined on every node, as their last Health answers said
+    /// (the failure detector's checks bring them; nothing is asked here).
+    pub fn quarantined_total(&self) -> u64 {
+        self.nodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|n| n.quarantined)
+            .sum()
     }
 
     /// Bad copies found by reads so far.
@@ -271,6 +290,7 @@ fn new_entry() -> NodeLiveness {
         failures: 0,
         errors: 0,
         quarantined: 0,
+        bad_copies: 0,
         indexing: None,
     }
 }

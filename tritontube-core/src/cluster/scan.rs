@@ -152,19 +152,6 @@ impl ClusterManager {
         Ok(recorded)
     }
 
-    /// Files quarantined on every member, as their Health answers say
-    /// (members that do not answer count as zero).
-    pub async fn quarantined_total(&self) -> u64 {
-        match self.health_all().await {
-            Ok(all) => all
-                .iter()
-                .filter_map(|(_, h)| h.as_ref().ok())
-                .map(|h| h.quarantined)
-                .sum(),
-            Err(_) => 0,
-        }
-    }
-
     /// What `nodes` hold in `ranges`. A node outside `required` that cannot
     /// be listed (a dead node being removed) is skipped: its files are
     /// copied from the surviving replicas instead.

@@ -560,6 +560,15 @@ pub async fn metrics(app: App) -> Reply_ {
                 n.quarantined
             );
         }
+        extra.push_str("# HELP tritontube_node_bad_copies_total Reads from a storage node that met bytes disagreeing with the recorded checksum.\n");
+        extra.push_str("# TYPE tritontube_node_bad_copies_total counter\n");
+        for (addr, n) in &snap {
+            let _ = writeln!(
+                extra,
+                "tritontube_node_bad_copies_total{{node=\"{addr}\"}} {}",
+                n.bad_copies
+            );
+        }
         extra.push_str("# HELP tritontube_node_indexing_percent Index build progress of a storage node (100 when complete).\n");
         extra.push_str("# TYPE tritontube_node_indexing_percent gauge\n");
         for (addr, n) in &snap {
