@@ -46,6 +46,7 @@ pub async fn run_all(store: &dyn ContentStore) {
     large_streamed_file(store).await;
     overwrite_replaces(store).await;
     checksum_mismatch_keeps_nothing(store).await;
+    expected_checksum_is_honoured(store).await;
     failed_stream_keeps_nothing(store).await;
     missing_keys_are_not_found(store).await;
     list_by_video(store).await;
@@ -142,6 +143,33 @@ pub async fn overwrite_replaces(store: &dyn ContentStore) {
         .await
         .expect("second put");
     assert_eq!(store.get_bytes(&k).await.expect("get"), second);
+    store.delete(&k).await.expect("delete");
+}
+
+/// A get naming the checksum the caller expects is served only by a copy
+/// that has it; any other is [`crate::Error::BadCopy`], never its bytes.
+pub async fn expected_checksum_is_honoured(store: &dyn ContentStore) {
+    let k = key("conformance-expected", "chunk-0-00001.m4s");
+    let body = pattern(5000, 11);
+    let m = store.put_bytes(&k, body.clone()).await.expect("put");
+    let good = GetOptions {
+        expected_sha256: Some(m.sha256),
+        ..Default::default()
+    };
+    let got = store
+        .get(&k, good)
+        .await
+        .expect("get with the right checksum");
+    assert_eq!(got.meta.sha256, m.sha256);
+    let other = GetOptions {
+        expected_sha256: Some(crate::store::Sha256Digest([7; 32])),
+        ..Default::default()
+    };
+    let e = store
+        .get(&k, other)
+        .await
+        .expect_err("get with another checksum");
+    assert!(matches!(e, crate::Error::BadCopy { .. }), "{e}");
     store.delete(&k).await.expect("delete");
 }
 

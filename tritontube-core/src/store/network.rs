@@ -238,18 +238,8 @@ impl NetworkContentStore {
         let mut failures = Vec::new();
         let mut bad_copies = 0;
         for (i, node) in candidates.iter().enumerate().skip(skip) {
+            // The client refuses a copy whose checksum is not the expected one.
             let r = self.client(node).get(key, opts.clone()).await;
-            let r = match (r, opts.expected_sha256) {
-                // The node's copy is not the recorded one: never serve it.
-                (Ok(g), Some(expected)) if g.meta.sha256 != expected => Err(Error::BadCopy {
-                    key: key.to_string(),
-                    detail: format!(
-                        "{node} holds SHA-256 {}, the record says {expected}",
-                        g.meta.sha256
-                    ),
-                }),
-                (r, _) => r,
-            };
             self.note(node, &r);
             match r {
                 Ok(g) => return Ok((i, g)),
@@ -267,16 +257,7 @@ impl NetworkContentStore {
             .map(|(n, e)| format!("{n} ({e})"))
             .collect::<Vec<_>>()
             .join(", ");
-        if failures.is_empty() && opts.expected_sha256.is_some() {
-            // Recorded, yet no node holds it: lost bytes, a server fault.
-            Err(Error::BadCopy {
-                key: key.to_string(),
-                detail: format!(
-                    "recorded, but none of {} nodes holds a copy",
-                    candidates.len()
-                ),
-            })
-        } else if failures.is_empty() {
+        if failures.is_empty() {
             Err(Error::not_found(key.as_str()))
         } else if bad_copies == failures.len() {
             // Every copy found was bad: a server fault, never a 404 or 400.

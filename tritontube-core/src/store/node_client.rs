@@ -374,6 +374,19 @@ impl ContentStore for NodeClient {
                 Ok((meta_from_pb(&self.addr, first.info)?, stream))
             })
             .await?;
+        // The node does not know the record; the check is made here, so
+        // that every store honours `expected_sha256` alike.
+        if let Some(expected) = opts.expected_sha256
+            && expected != meta.sha256
+        {
+            return Err(Error::BadCopy {
+                key: key.to_string(),
+                detail: format!(
+                    "{} holds SHA-256 {}, the record says {expected}",
+                    self.addr, meta.sha256
+                ),
+            });
+        }
         let range = match opts.range {
             Some(r) => r.start.min(meta.size)..r.end.min(meta.size).max(r.start.min(meta.size)),
             None => 0..meta.size,

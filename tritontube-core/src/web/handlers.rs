@@ -209,12 +209,13 @@ pub async fn content(
     let key = ContentKey::from_parts(v, f).map_err(html_err)?;
     // From memory if checked recently; otherwise ask the store (and check
     // what memory holds against its answer).
-    let (meta, cached) = match app.cache.fresh(&key) {
-        Some((meta, body)) => (meta, Some(body)),
+    let (meta, cached, recorded) = match app.cache.fresh(&key) {
+        Some((meta, body)) => (meta, Some(body), false),
         None => {
             // The recorded size and checksum are the truth; a node is only
             // asked for a file stored before records existed.
-            let meta = match app.meta.file_record(&key).await.map_err(html_err)? {
+            let record = app.meta.file_record(&key).await.map_err(html_err)?;
+            let meta = match &record {
                 Some(r) => ObjectMeta {
                     key: key.clone(),
                     size: r.size,
@@ -223,7 +224,7 @@ pub async fn content(
                 None => app.content.head(&key).await.map_err(html_err)?,
             };
             let cached = app.cache.revalidate(&meta);
-            (meta, cached)
+            (meta, cached, record.is_some())
         }
     };
     let etag = format!("\"{}\"", meta.sha256.to_hex());
@@ -293,7 +294,7 @@ pub async fn content(
     }
     let whole = match cached {
         Some(body) => Some(body),
-        None if app.cache.admits(meta.size) => Some(fetch_whole(&app, &meta).await?),
+        None if app.cache.admits(meta.size) => Some(fetch_whole(&app, &meta, recorded).await?),
         None => None,
     };
     if let Some(body) = whole {
@@ -311,7 +312,7 @@ pub async fn content(
             },
         )
         .await
-        .map_err(html_err)?;
+        .map_err(|e| html_err(lost_if_recorded(e, recorded)))?;
     // The first chunk is read (and verified by the store) before the status
     // is sent, so a bad copy found there is a clean 502. A bad chunk found
     // later can only cut the body short: the status is gone by then, and
@@ -344,9 +345,25 @@ pub async fn content(
     )
 }
 
+/// A file served by its record that no store holds is lost bytes, a server
+/// fault (502), never a 404: the record says it was stored.
+fn lost_if_recorded(e: Error, recorded: bool) -> Error {
+    match e {
+        Error::NotFound { key } if recorded => Error::BadCopy {
+            key,
+            detail: "recorded, but no copy is held anywhere".into(),
+        },
+        e => e,
+    }
+}
+
 /// Reads all of a small file, checks it against `meta` and keeps it in the
 /// cache.
-async fn fetch_whole(app: &App, meta: &ObjectMeta) -> std::result::Result<Bytes, Rejection> {
+async fn fetch_whole(
+    app: &App,
+    meta: &ObjectMeta,
+    recorded: bool,
+) -> std::result::Result<Bytes, Rejection> {
     let got = app
         .content
         .get(
@@ -357,7 +374,7 @@ async fn fetch_whole(app: &App, meta: &ObjectMeta) -> std::result::Result<Bytes,
             },
         )
         .await
-        .map_err(html_err)?;
+        .map_err(|e| html_err(lost_if_recorded(e, recorded)))?;
     let mut buf = bytes::BytesMut::with_capacity(meta.size as usize);
     let mut stream = got.stream;
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();

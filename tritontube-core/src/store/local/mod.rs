@@ -798,19 +798,8 @@ impl ContentStore for LocalContentStore {
     async fn get(&self, key: &ContentKey, opts: GetOptions) -> Result<GetResult> {
         let inner = self.inner.clone();
         let k = key.clone();
-        let recorded = opts.expected_sha256.is_some();
         let (row, file) = blocking(move || {
-            let row = match inner.row(&k) {
-                // The caller holds a record of this file: its absence is
-                // lost bytes, not a wrong address.
-                Err(Error::NotFound { .. }) if recorded => {
-                    return Err(Error::BadCopy {
-                        key: k.to_string(),
-                        detail: "recorded, but not held here".into(),
-                    });
-                }
-                r => r?,
-            };
+            let row = inner.row(&k)?;
             let path = inner.path_of(&k)?;
             let file = match std::fs::File::open(&path) {
                 Ok(f) => f,
