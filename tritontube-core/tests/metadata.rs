@@ -248,7 +248,7 @@ async fn a_course_project_database_is_upgraded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_version_1_database_is_upgraded_to_version_2() {
+async fn a_version_1_database_is_upgraded_to_the_current_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metadata.db");
     // The schema as version 1 wrote it, with one video in it.
@@ -265,7 +265,7 @@ async fn a_version_1_database_is_upgraded_to_version_2() {
     .unwrap();
     let mut old = Video::new(VideoId::new("kept").unwrap(), "Kept");
     old.uploaded_at_ms = 1_700_000_000_000;
-    old.state = tritontube_core::metadata::VideoState::Ready;
+    old.state = tritontube_core::metadata::VideoState::Processing { progress: 40.0 };
     raw.execute(
         "INSERT INTO videos (id, uploaded_at_ms, record) VALUES ('kept', ?1, ?2)",
         rusqlite::params![old.uploaded_at_ms, serde_json::to_string(&old).unwrap()],
@@ -295,7 +295,9 @@ async fn a_version_1_database_is_upgraded_to_version_2() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+    // Version 3 indexes the active videos, those already there included.
+    assert_eq!(store.list_active_videos(0).await.unwrap(), [old.clone()]);
     // Reopening an upgraded file changes nothing.
     drop(store);
     let store = SqliteMetadataStore::open_read_only(&path).unwrap();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    ClusterState, FileRecord, MetadataStore, NodeEntry, PageRequest, Rendition, Video, VideoFacts,
-    VideoState,
+    ClusterState, FileRecord, MetadataStore, NodeEntry, PageRequest, Phase, Rendition, Video,
+    VideoChange, VideoFacts, VideoState,
 };
 use crate::error::Error;
 use crate::id::{ContentKey, VideoId};
@@ -25,8 +25,139 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     list_pages_newest_first(&*store).await;
     file_records(&*store).await;
     generations_are_never_reused(store.clone()).await;
+    change_video_is_compare_and_set(store.clone()).await;
+    active_videos_follow_their_phase(&*store).await;
     cluster_state_compare_and_swap(&*store).await;
     admin_lock_is_exclusive_and_expires(&*store).await;
+}
+
+/// `change_video` applies each decision to the record it was shown: 16
+/// racing increments all count, an error changes nothing, a delete frees the
+/// id, and an unknown id is `NotFound`.
+pub async fn change_video_is_compare_and_set(store: Arc<dyn MetadataStore>) {
+    let vid = id("cas-video");
+    let mut v = Video::new(vid.clone(), "cas");
+    v.state = VideoState::Processing { progress: 0.0 };
+    store.create_video(&v).await.expect("create");
+    let racers = (0..16).map(|_| {
+        let store = store.clone();
+        let vid = vid.clone();
+        tokio::spawn(async move {
+            store
+                .change_video(&vid, &|v: &Video| {
+                    let mut v = v.clone();
+                    if let VideoState::Processing { progress } = &mut v.state {
+                        *progress += 1.0;
+                    }
+                    Ok(VideoChange::Put(v))
+                })
+                .await
+                .expect("change")
+        })
+    });
+    for r in futures::future::join_all(racers).await {
+        r.expect("task");
+    }
+    let got = store.get_video(&vid).await.expect("get");
+    assert_eq!(
+        got.state,
+        VideoState::Processing { progress: 16.0 },
+        "a racing change was lost"
+    );
+    let refused = store
+        .change_video(&vid, &|_: &Video| {
+            Err(Error::Conflict {
+                key: "cas-video".into(),
+                reason: "test".into(),
+            })
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.get_video(&vid).await.expect("get"),
+        got,
+        "an error changed the record"
+    );
+    let gone = store
+        .change_video(&vid, &|_: &Video| Ok(VideoChange::Delete))
+        .await
+        .expect("delete");
+    assert_eq!(gone, None);
+    assert!(matches!(
+        store.get_video(&vid).await,
+        Err(Error::NotFound { .. })
+    ));
+    let unknown = store
+        .change_video(&vid, &|v: &Video| Ok(VideoChange::Put(v.clone())))
+        .await;
+    assert!(
+        matches!(unknown, Err(Error::NotFound { .. })),
+        "{unknown:?}"
+    );
+    let page = store
+        .list_videos(PageRequest::default())
+        .await
+        .expect("list");
+    assert!(
+        page.videos.iter().all(|v| v.id != vid),
+        "a video deleted by change_video is still listed"
+    );
+    store.create_video(&v).await.expect("the id is free again");
+    store.delete_video(&vid).await.expect("clean up");
+}
+
+/// `list_active_videos` lists exactly the videos in an active phase, however
+/// they got there (create, change, delete).
+pub async fn active_videos_follow_their_phase(store: &dyn MetadataStore) {
+    let states = [
+        ("active-a", VideoState::Uploaded),
+        ("active-b", VideoState::Processing { progress: 5.0 }),
+        ("active-c", VideoState::Ready),
+        ("active-d", VideoState::Failed { reason: "x".into() }),
+        ("active-e", VideoState::Deleting),
+    ];
+    for (name, state) in &states {
+        let mut v = Video::new(id(name), *name);
+        v.state = state.clone();
+        store.create_video(&v).await.expect("create");
+    }
+    let names = |vs: Vec<Video>| vs.into_iter().map(|v| v.id.to_string()).collect::<Vec<_>>();
+    let active = names(store.list_active_videos(0).await.expect("list"));
+    assert_eq!(active, ["active-a", "active-b", "active-e"]);
+    assert_eq!(
+        names(store.list_active_videos(2).await.expect("list")).len(),
+        2
+    );
+    // Processing → ready leaves; ready → deleting comes back; a delete leaves.
+    for (name, to) in [
+        ("active-b", VideoState::Ready),
+        ("active-c", VideoState::Deleting),
+    ] {
+        store
+            .change_video(&id(name), &|v: &Video| {
+                let mut v = v.clone();
+                v.state = to.clone();
+                Ok(VideoChange::Put(v))
+            })
+            .await
+            .expect("change");
+    }
+    store.delete_video(&id("active-a")).await.expect("delete");
+    store
+        .set_video_state(&id("active-d"), VideoState::Uploaded)
+        .await
+        .expect("set state");
+    let active = store.list_active_videos(0).await.expect("list");
+    assert!(active.iter().all(|v| v.state.phase().is_active()));
+    assert_eq!(names(active), ["active-c", "active-d", "active-e"]);
+    for (name, _) in &states[1..] {
+        store.delete_video(&id(name)).await.expect("clean up");
+    }
+    assert!(store.list_active_videos(0).await.expect("list").is_empty());
+    assert!(Phase::ACTIVE.iter().all(|p| p.is_active()));
 }
 
 /// Generations count 1, 2, 3 per id, independently per id, survive a
@@ -538,6 +669,37 @@ async fn file_records_by_video(store: &dyn MetadataStore, all: &[FileRecord]) {
         "only that video's records are gone, from every listing"
     );
     assert_eq!(store.delete_file_records(&doomed.id).await.unwrap(), 0);
+
+    // Forgetting chosen files: those and only those go, from every listing;
+    // a key without a record counts nothing.
+    let second = of_video(RECORD_VIDEOS[1]);
+    let chosen: Vec<ContentKey> = second.iter().step_by(3).map(|r| r.key.clone()).collect();
+    let mut asked = chosen.clone();
+    asked.push(ContentKey::new(
+        id("no-such-video"),
+        "x.m4s".parse().unwrap(),
+    ));
+    assert_eq!(
+        store.forget_file_records(&asked).await.unwrap(),
+        chosen.len() as u64,
+        "forget_file_records counts what it removed"
+    );
+    let kept: Vec<FileRecord> = second
+        .iter()
+        .filter(|r| !chosen.contains(&r.key))
+        .cloned()
+        .collect();
+    assert_eq!(
+        store
+            .video_file_records(&id(RECORD_VIDEOS[1]))
+            .await
+            .unwrap(),
+        kept
+    );
+    assert_eq!(store.file_record(&chosen[0]).await.unwrap(), None);
+    rest.retain(|r| !chosen.contains(&r.key));
+    assert_eq!(page_through(store, HashRange::ALL, 7).await, rest);
+    store.record_files(&second).await.expect("record again");
 
     for v in &RECORD_VIDEOS[1..] {
         assert_eq!(store.delete_file_records(&id(v)).await.unwrap(), 40);

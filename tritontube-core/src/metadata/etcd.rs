@@ -11,6 +11,7 @@
 //! | `<prefix>files/<ring hash, 16 lower-case hex>/<videoId>/<file>` | `{"size": .., "sha256": "<hex>"}`; lists by ring range in key order |
 //! | `<prefix>video-files/<videoId>/<file>` | the same record, for reading and deleting one video's |
 //! | `<prefix>generation/<videoId>` | the last generation handed out for the id, decimal; kept after a delete |
+//! | `<prefix>active/<videoId>` | the id, while the video is in an active phase (uploaded, processing, deleting); written in the same transaction as the record |
 //!
 //! A file record is written as both keys in one transaction (the hash is
 //! fixed-width hex, so key order is `(hash, key)` order). etcd allows 128
@@ -32,7 +33,7 @@ use etcd_client::{
 
 use super::{
     AdminLease, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore, PageRequest,
-    Versioned, Video, VideoFacts, VideoPage, VideoState,
+    Versioned, Video, VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState,
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
@@ -254,30 +255,28 @@ impl EtcdMetadataStore {
         Ok(v)
     }
 
-    async fn update_video(&self, id: &VideoId, f: impl Fn(&mut Video)) -> Result<()> {
-        let key = self.video_key(id.as_str());
-        for _ in 0..16 {
-            let Some((bytes, rev)) = self.get_raw(&key).await? else {
-                return Err(Error::not_found(format!("video {id}")));
-            };
-            let mut v = self.decode_video(id.as_str(), &bytes)?;
+    async fn update_video(&self, id: &VideoId, f: impl Fn(&mut Video) + Send + Sync) -> Result<()> {
+        self.change_video(id, &|v: &Video| {
+            let mut v = v.clone();
             f(&mut v);
-            let json = serde_json::to_vec(&v).map_err(|e| Error::backend("etcd", "encode", e))?;
-            let txn = Txn::new()
-                .when(vec![Compare::mod_revision(
-                    key.clone(),
-                    CompareOp::Equal,
-                    rev,
-                )])
-                .and_then(vec![TxnOp::put(key.clone(), json, None)]);
-            if self.txn("update", txn).await?.succeeded() {
-                return Ok(());
-            }
-        }
-        Err(Error::Conflict {
-            key: key.clone(),
-            reason: "too many concurrent updates".into(),
+            Ok(VideoChange::Put(v))
         })
+        .await
+        .map(|_| ())
+    }
+
+    fn active_key(&self, id: &str) -> String {
+        format!("{}active/{id}", self.prefix)
+    }
+
+    /// Keeps `active/<id>` in step with the record written beside it.
+    fn active_op(&self, v: &Video) -> TxnOp {
+        let key = self.active_key(v.id.as_str());
+        if v.state.phase().is_active() {
+            TxnOp::put(key, v.id.as_str(), None)
+        } else {
+            TxnOp::delete(key, None)
+        }
     }
 
     /// The keys and values of `[start, end)`, in key order, at most `limit`
@@ -390,6 +389,7 @@ impl MetadataStore for EtcdMetadataStore {
                     video.id.as_str(),
                     None,
                 ),
+                self.active_op(video),
             ]);
         if self.txn("create", txn).await?.succeeded() {
             Ok(())
@@ -521,7 +521,10 @@ impl MetadataStore for EtcdMetadataStore {
         };
         // Even a corrupt record can be deleted; its index entry is found by
         // its time when readable.
-        let mut ops = vec![TxnOp::delete(key.clone(), None)];
+        let mut ops = vec![
+            TxnOp::delete(key.clone(), None),
+            TxnOp::delete(self.active_key(id.as_str()), None),
+        ];
         if let Ok(v) = self.decode_video(id.as_str(), &bytes) {
             ops.push(TxnOp::delete(
                 self.time_key(v.uploaded_at_ms, id.as_str()),
@@ -539,6 +542,86 @@ impl MetadataStore for EtcdMetadataStore {
                 reason: "changed while being deleted".into(),
             })
         }
+    }
+
+    async fn change_video(
+        &self,
+        id: &VideoId,
+        change: &VideoChangeFn<'_>,
+    ) -> Result<Option<Video>> {
+        let key = self.video_key(id.as_str());
+        for _ in 0..64 {
+            let Some((bytes, rev)) = self.get_raw(&key).await? else {
+                return Err(Error::not_found(format!("video {id}")));
+            };
+            let old = self.decode_video(id.as_str(), &bytes)?;
+            let decision = change(&old)?;
+            let ops = match &decision {
+                VideoChange::Put(v) => {
+                    if v.id != *id || v.uploaded_at_ms != old.uploaded_at_ms {
+                        return Err(Error::invalid(
+                            "video change",
+                            id.as_str(),
+                            "a change cannot rename a video or move its upload time",
+                        ));
+                    }
+                    let json =
+                        serde_json::to_vec(v).map_err(|e| Error::backend("etcd", "encode", e))?;
+                    vec![TxnOp::put(key.clone(), json, None), self.active_op(v)]
+                }
+                VideoChange::Delete => vec![
+                    TxnOp::delete(key.clone(), None),
+                    TxnOp::delete(self.active_key(id.as_str()), None),
+                    TxnOp::delete(self.time_key(old.uploaded_at_ms, id.as_str()), None),
+                ],
+            };
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    rev,
+                )])
+                .and_then(ops);
+            if self.txn("change video", txn).await?.succeeded() {
+                return Ok(match decision {
+                    VideoChange::Put(v) => Some(v),
+                    VideoChange::Delete => None,
+                });
+            }
+        }
+        Err(Error::Conflict {
+            key,
+            reason: "too many concurrent changes".into(),
+        })
+    }
+
+    async fn list_active_videos(&self, limit: usize) -> Result<Vec<Video>> {
+        let start = self.active_key("");
+        let end = format!("{}active0", self.prefix);
+        let ids = self.range(start, end, limit).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (_, id) in ids {
+            let id = String::from_utf8_lossy(&id).to_string();
+            let vid = VideoId::new(id.clone()).map_err(|e| Error::Corrupt {
+                key: self.active_key(&id),
+                reason: e.to_string(),
+            })?;
+            match self.get_video(&vid).await {
+                // Gone or finished between the two reads: not active now.
+                Err(Error::NotFound { .. }) => {}
+                Ok(v) if !v.state.phase().is_active() => {}
+                other => out.push(other?),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn forget_file_records(&self, keys: &[ContentKey]) -> Result<u64> {
+        let keys: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| self.video_file_key(k).into_bytes())
+            .collect();
+        self.delete_file_keys(&keys).await
     }
 
     async fn record_files(&self, files: &[FileRecord]) -> Result<()> {

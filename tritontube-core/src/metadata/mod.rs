@@ -31,18 +31,85 @@ pub enum VideoState {
         /// What went wrong, for a person to read.
         reason: String,
     },
+    /// Being deleted: its job is cancelled and its files are being removed
+    /// from every node; the record (and the id) goes once they are.
+    Deleting,
 }
 
 impl VideoState {
-    /// `"uploaded"`, `"processing"`, `"ready"` or `"failed"`.
+    /// `"uploaded"`, `"processing"`, `"ready"`, `"failed"` or `"deleting"`.
     pub fn name(&self) -> &'static str {
+        self.phase().name()
+    }
+
+    /// The state without its details.
+    pub fn phase(&self) -> Phase {
         match self {
-            VideoState::Uploaded => "uploaded",
-            VideoState::Processing { .. } => "processing",
-            VideoState::Ready => "ready",
-            VideoState::Failed { .. } => "failed",
+            VideoState::Uploaded => Phase::Uploaded,
+            VideoState::Processing { .. } => Phase::Processing,
+            VideoState::Ready => Phase::Ready,
+            VideoState::Failed { .. } => Phase::Failed,
+            VideoState::Deleting => Phase::Deleting,
         }
     }
+}
+
+/// A [`VideoState`] without its details: the steps of a video's life,
+/// `uploaded → processing → ready | failed → deleting → gone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Received, not yet being transcoded.
+    Uploaded,
+    /// Being transcoded and stored.
+    Processing,
+    /// Playable.
+    Ready,
+    /// Processing failed.
+    Failed,
+    /// Its files are being removed.
+    Deleting,
+}
+
+impl Phase {
+    /// Every phase.
+    pub const ALL: [Phase; 5] = [
+        Phase::Uploaded,
+        Phase::Processing,
+        Phase::Ready,
+        Phase::Failed,
+        Phase::Deleting,
+    ];
+
+    /// The phases in which someone has work to finish (a job or a purge),
+    /// under a [`JobLease`].
+    pub const ACTIVE: [Phase; 3] = [Phase::Uploaded, Phase::Processing, Phase::Deleting];
+
+    /// Its name, as in the JSON API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Uploaded => "uploaded",
+            Phase::Processing => "processing",
+            Phase::Ready => "ready",
+            Phase::Failed => "failed",
+            Phase::Deleting => "deleting",
+        }
+    }
+
+    /// Whether work remains to be done in this phase.
+    pub fn is_active(self) -> bool {
+        Phase::ACTIVE.contains(&self)
+    }
+}
+
+/// Who works on a video (runs its job, or purges it) and until when. A
+/// holder renews it while working; once it lapses, another web server may
+/// take the work over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLease {
+    /// The web server holding it (its server id).
+    pub holder: String,
+    /// When it lapses, Unix milliseconds.
+    pub until_ms: i64,
 }
 
 /// One rung of the adaptive-bitrate ladder.
@@ -94,6 +161,9 @@ pub struct Video {
     /// after it ([`Video::file_name`]).
     #[serde(default = "first_generation")]
     pub generation: u64,
+    /// Who works on it while it is in an active [`Phase`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<JobLease>,
 }
 
 fn first_generation() -> u64 {
@@ -130,6 +200,7 @@ impl Video {
             state: VideoState::Uploaded,
             facts: VideoFacts::default(),
             generation: 1,
+            lease: None,
         }
     }
 }
@@ -143,6 +214,37 @@ pub fn generation_file_name(generation: u64, base: &str) -> String {
         format!("g{generation}-{base}")
     }
 }
+
+/// The generation a stored file name belongs to: `N` for a `g<N>-` name,
+/// 1 for any other (the inverse of [`generation_file_name`]).
+///
+/// ```
+/// use tritontube_core::metadata::{generation_file_name, generation_of_file_name};
+/// assert_eq!(generation_of_file_name("manifest.mpd"), 1);
+/// assert_eq!(generation_of_file_name(&generation_file_name(7, "poster.jpg")), 7);
+/// assert_eq!(generation_of_file_name("g-x.m4s"), 1);
+/// ```
+pub fn generation_of_file_name(name: &str) -> u64 {
+    name.strip_prefix('g')
+        .and_then(|rest| rest.split_once('-'))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+        .filter(|n| *n >= 2 && !name[1..].starts_with('0'))
+        .unwrap_or(1)
+}
+
+/// What a [`MetadataStore::change_video`] step decides to do with the record
+/// it was shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoChange {
+    /// Write this record in its place.
+    Put(Video),
+    /// Remove the record (not its file records).
+    Delete,
+}
+
+/// The decision of a [`MetadataStore::change_video`]: shown the stored
+/// record, returns the change, or an error to change nothing.
+pub type VideoChangeFn<'a> = dyn Fn(&Video) -> Result<VideoChange> + Send + Sync + 'a;
 
 /// A page request for [`MetadataStore::list_videos`].
 #[derive(Debug, Clone, Default)]
@@ -299,6 +401,16 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn set_video_facts(&self, id: &VideoId, facts: &VideoFacts) -> Result<()>;
     /// Removes a video record (not its file records).
     async fn delete_video(&self, id: &VideoId) -> Result<()>;
+    /// Compare-and-set of one video's record: `change` is shown the stored
+    /// record and decides; its error changes nothing and is returned.
+    /// Returns the record as written (`None` once deleted). An unknown id
+    /// fails with [`crate::Error::NotFound`].
+    async fn change_video(&self, id: &VideoId, change: &VideoChangeFn<'_>)
+    -> Result<Option<Video>>;
+    /// Videos in an active phase ([`Phase::ACTIVE`]: uploaded, processing,
+    /// deleting), at most `limit` (0 = all), in id order: the work a web
+    /// server may have to take over.
+    async fn list_active_videos(&self, limit: usize) -> Result<Vec<Video>>;
     /// Hands out the next generation number of `id`: 1 the first time,
     /// then 2, 3, ... Atomic across processes, and never handed out twice,
     /// also after the video was deleted, so files of a later upload under a
@@ -324,6 +436,9 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn video_file_records(&self, video: &VideoId) -> Result<Vec<FileRecord>>;
     /// Forgets every record of one video; returns how many were removed.
     async fn delete_file_records(&self, video: &VideoId) -> Result<u64>;
+    /// Forgets the records of these files (those that exist); returns how
+    /// many were removed.
+    async fn forget_file_records(&self, keys: &[ContentKey]) -> Result<u64>;
 
     /// Reads the cluster state, if any was written.
     async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>>;
@@ -369,6 +484,16 @@ macro_rules! forward_metadata {
             async fn delete_video(&self, id: &VideoId) -> Result<()> {
                 (**self).delete_video(id).await
             }
+            async fn change_video(
+                &self,
+                id: &VideoId,
+                change: &VideoChangeFn<'_>,
+            ) -> Result<Option<Video>> {
+                (**self).change_video(id, change).await
+            }
+            async fn list_active_videos(&self, limit: usize) -> Result<Vec<Video>> {
+                (**self).list_active_videos(limit).await
+            }
             async fn next_generation(&self, id: &VideoId) -> Result<u64> {
                 (**self).next_generation(id).await
             }
@@ -391,6 +516,9 @@ macro_rules! forward_metadata {
             }
             async fn delete_file_records(&self, video: &VideoId) -> Result<u64> {
                 (**self).delete_file_records(video).await
+            }
+            async fn forget_file_records(&self, keys: &[ContentKey]) -> Result<u64> {
+                (**self).forget_file_records(keys).await
             }
             async fn cluster_state(&self) -> Result<Option<Versioned<ClusterState>>> {
                 (**self).cluster_state().await

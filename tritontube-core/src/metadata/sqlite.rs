@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
     AdminLease, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore, PageRequest,
-    Versioned, Video, VideoFacts, VideoPage, VideoState,
+    Versioned, Video, VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState,
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
@@ -26,7 +26,7 @@ use crate::ring::{HashRange, key_hash};
 use crate::store::Sha256Digest;
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Metadata in a SQLite file.
 #[derive(Debug, Clone)]
@@ -124,6 +124,9 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if version < 2 {
         create_v2(&tx)?;
     }
+    if version < 3 {
+        create_v3(&tx)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -215,6 +218,26 @@ fn create_v2(tx: &Connection) -> rusqlite::Result<()> {
          CREATE INDEX IF NOT EXISTS file_records_by_video ON file_records (video);",
     )
 }
+
+/// Version 3: an index of the videos someone has work to finish (active
+/// phases: uploaded, processing, deleting), so that finding interrupted work
+/// does not read every video.
+fn create_v3(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(ACTIVE_INDEX)
+}
+
+/// The partial index over active videos; [`ACTIVE_WHERE`] is its condition.
+const ACTIVE_INDEX: &str = "CREATE INDEX IF NOT EXISTS videos_active ON videos (id)
+     WHERE (CASE WHEN json_valid(record) THEN json_extract(record, '$.state.state') END)
+         IN ('uploaded', 'processing', 'deleting');";
+
+/// The condition of the `videos_active` index, word for word (SQLite uses a
+/// partial index only for a query with the same condition).
+/// A record that is not JSON is in no phase (it reads as corrupt, naming its
+/// key, rather than failing every write).
+const ACTIVE_WHERE: &str =
+    "(CASE WHEN json_valid(record) THEN json_extract(record, '$.state.state') END)
+         IN ('uploaded', 'processing', 'deleting')";
 
 /// A ring hash as SQLite's signed integer, with the top bit flipped so that
 /// signed order equals the unsigned order of the hashes.
@@ -521,6 +544,132 @@ impl MetadataStore for SqliteMetadataStore {
                 return Err(Error::not_found(format!("video {id}")));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn change_video(
+        &self,
+        id: &VideoId,
+        change: &VideoChangeFn<'_>,
+    ) -> Result<Option<Video>> {
+        // Read, decide, then write only if the record is still the text that
+        // was read: a compare-and-set that holds no lock while deciding.
+        for _ in 0..64 {
+            let (old_json, old) = {
+                let id = id.clone();
+                let path = self.path.clone();
+                self.call("read video", move |c| {
+                    let json: Option<String> = c
+                        .query_row(
+                            "SELECT record FROM videos WHERE id = ?1",
+                            [id.as_str()],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(|e| sql_error(&path, "read", e))?;
+                    let Some(json) = json else {
+                        return Err(Error::not_found(format!("video {id}")));
+                    };
+                    let v = decode_video(id.as_str(), &json)?;
+                    Ok((json, v))
+                })
+                .await?
+            };
+            let decision = change(&old)?;
+            let new = match &decision {
+                VideoChange::Put(v) => {
+                    if v.id != *id {
+                        return Err(Error::invalid(
+                            "video change",
+                            id.as_str(),
+                            "a change cannot rename a video",
+                        ));
+                    }
+                    Some(
+                        serde_json::to_string(v)
+                            .map_err(|e| Error::backend("sqlite", "encode", e))?,
+                    )
+                }
+                VideoChange::Delete => None,
+            };
+            let written = {
+                let id = id.clone();
+                let path = self.path.clone();
+                self.call("change video", move |c| {
+                    let n = match new {
+                        Some(json) => c.execute(
+                            "UPDATE videos SET record = ?1 WHERE id = ?2 AND record = ?3",
+                            params![json, id.as_str(), old_json],
+                        ),
+                        None => c.execute(
+                            "DELETE FROM videos WHERE id = ?1 AND record = ?2",
+                            params![id.as_str(), old_json],
+                        ),
+                    }
+                    .map_err(|e| sql_error(&path, "change a video", e))?;
+                    Ok(n == 1)
+                })
+                .await?
+            };
+            if written {
+                return Ok(match decision {
+                    VideoChange::Put(v) => Some(v),
+                    VideoChange::Delete => None,
+                });
+            }
+        }
+        Err(Error::Conflict {
+            key: format!("video {id}"),
+            reason: "too many concurrent changes".into(),
+        })
+    }
+
+    async fn list_active_videos(&self, limit: usize) -> Result<Vec<Video>> {
+        let path = self.path.clone();
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        self.call("list active videos", move |c| {
+            let sql =
+                format!("SELECT id, record FROM videos WHERE {ACTIVE_WHERE} ORDER BY id LIMIT ?1");
+            let mut stmt = c
+                .prepare_cached(&sql)
+                .map_err(|e| sql_error(&path, "list active videos", e))?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(|e| sql_error(&path, "list active videos", e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, json) = row.map_err(|e| sql_error(&path, "list active videos", e))?;
+                out.push(decode_video(&id, &json)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn forget_file_records(&self, keys: &[ContentKey]) -> Result<u64> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_string()).collect();
+        let path = self.path.clone();
+        self.call("forget file records", move |c| {
+            let tx = c
+                .transaction()
+                .map_err(|e| sql_error(&path, "forget file records", e))?;
+            let mut n = 0u64;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM file_records WHERE key = ?1")
+                    .map_err(|e| sql_error(&path, "forget file records", e))?;
+                for k in &keys {
+                    n += stmt
+                        .execute([k])
+                        .map_err(|e| sql_error(&path, "forget file records", e))?
+                        as u64;
+                }
+            }
+            tx.commit().map_err(|e| sql_error(&path, "commit", e))?;
+            Ok(n)
         })
         .await
     }

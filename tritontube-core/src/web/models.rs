@@ -46,6 +46,7 @@ impl From<&Video> for VideoJson {
             VideoState::Processing { progress } => (*progress, None),
             VideoState::Ready => (100.0, None),
             VideoState::Failed { reason } => (0.0, Some(reason.clone())),
+            VideoState::Deleting => (0.0, None),
         };
         VideoJson {
             id: v.id.to_string(),

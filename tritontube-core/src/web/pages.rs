@@ -59,6 +59,7 @@ fn state_line(v: &Video) -> String {
             "<span class=\"state failed\">failed: {}</span>",
             esc(reason)
         ),
+        VideoState::Deleting => "<span class=\"state\">deleting</span>".into(),
     }
 }
 
@@ -180,6 +181,9 @@ setInterval(async () => {{
         VideoState::Failed { reason } => format!(
             "<section class=\"card\"><h2>{title}</h2><p class=\"state failed\">This video could not be processed: {}</p></section>",
             esc(reason)
+        ),
+        VideoState::Deleting => format!(
+            "<section class=\"card\"><h2>{title}</h2><p class=\"state\">This video is being deleted.</p><p><a href=\"/\">Home</a></p></section>"
         ),
     };
     layout(&v.title, &body)
