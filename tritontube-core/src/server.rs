@@ -56,6 +56,9 @@ pub struct WebOptions {
     pub cache: web::cache::CacheConfig,
     /// Timeouts and caps on connections and uploads.
     pub limits: web::ServeLimits,
+    /// How long an upload job's lease lasts: how soon another web server
+    /// (or this one, restarted) takes over the work of one that stopped.
+    pub job_lease: std::time::Duration,
 }
 
 /// Runs the web server (and, with network content, the admin service) until
@@ -222,17 +225,19 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
             ));
         }
     };
+    let server_id = crate::admin::load_or_create_token(&opts.data_dir.join("server-id"))?;
     let ingest = Ingest::start(
         meta.clone(),
         content.clone(),
         IngestConfig {
             max_upload_bytes: opts.max_upload_bytes,
             workers: opts.workers.max(1),
-            temp_dir: Some(opts.data_dir.join("tmp"))
-                .filter(|d| std::fs::create_dir_all(d).is_ok()),
+            data_dir: Some(opts.data_dir.join("ingest")),
+            server_id: Some(format!("web-{}", &server_id[..server_id.len().min(16)])),
+            lease: opts.job_lease,
             ..IngestConfig::default()
         },
-    );
+    )?;
     let app = App {
         meta,
         content,

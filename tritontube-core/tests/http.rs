@@ -26,7 +26,7 @@ async fn site(cache_mb: u64) -> (Site, Bytes, String) {
         Arc::new(SqliteMetadataStore::open(dir.path().join("m.db")).unwrap());
     let local = LocalContentStore::new(dir.path().join("content")).unwrap();
     let content: Arc<dyn ContentStore> = Arc::new(local);
-    let ingest = Ingest::start(meta.clone(), content.clone(), IngestConfig::default());
+    let ingest = Ingest::start(meta.clone(), content.clone(), IngestConfig::default()).unwrap();
     let body: Bytes = (0..3 * 1024 * 1024 + 17)
         .map(|i: u32| (i % 251) as u8)
         .collect::<Vec<u8>>()

@@ -31,7 +31,7 @@ async fn start(limits: ServeLimits) -> Server {
         Arc::new(SqliteMetadataStore::open(dir.path().join("m.db")).unwrap());
     let content: Arc<dyn ContentStore> =
         Arc::new(LocalContentStore::new(dir.path().join("content")).unwrap());
-    let ingest = Ingest::start(meta.clone(), content.clone(), IngestConfig::default());
+    let ingest = Ingest::start(meta.clone(), content.clone(), IngestConfig::default()).unwrap();
     let app = App {
         meta,
         content,

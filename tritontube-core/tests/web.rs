@@ -42,7 +42,8 @@ fn site(max_upload: u64) -> Site {
             max_upload_bytes: max_upload,
             ..IngestConfig::default()
         },
-    );
+    )
+    .unwrap();
     let app = App {
         meta,
         content,

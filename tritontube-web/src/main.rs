@@ -29,7 +29,9 @@ struct Args {
     /// HTTP port.
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Where the embedded default (and temporary upload files) live.
+    /// Where this server keeps its files: the embedded default stores,
+    /// the admin token, its server id, and uploads until their job ends
+    /// (one directory per web server).
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
     /// Copies kept of every file, with `nw` content (used when the cluster is first set up).
@@ -97,6 +99,11 @@ struct Args {
     /// 429 with Retry-After.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     max_uploads_per_client: u32,
+    /// Seconds an upload job's lease lasts without renewal: after a web
+    /// server stops, another one (or the same one restarted, at once) takes
+    /// its unfinished uploads and deletions over after this long.
+    #[arg(long, default_value_t = 30.0)]
+    job_lease_secs: f64,
     /// METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, e.g.
     /// `sqlite ./metadata.db nw "localhost:8081,localhost:8090"`.
     #[arg(num_args = 0..=4, value_names = ["METADATA_KIND", "METADATA_OPTION", "CONTENT_KIND", "CONTENT_OPTION"])]
@@ -175,6 +182,7 @@ fn options(args: Args) -> Result<WebOptions, String> {
             max_uploads: args.max_uploads as usize,
             max_uploads_per_client: args.max_uploads_per_client as usize,
         },
+        job_lease: secs("job-lease-secs", args.job_lease_secs)?,
     })
 }
 

@@ -1,40 +1,60 @@
-//! From an uploaded file to a playable video.
+//! From an uploaded file to a playable video, and back to nothing.
 //!
-//! 1. [`Ingest::receive`] streams the upload to a temporary file (never into
-//!    memory), refusing it past the size limit;
+//! A video's life is `uploaded → processing → ready | failed → deleting →
+//! gone`, each step a compare-and-set on `(id, generation)` in the metadata
+//! store ([`Lifecycle`]):
+//!
+//! 1. [`Ingest::receive`] creates the record of the id's next generation,
+//!    leased to this server, and streams the upload into the spool
+//!    (`<data-dir>/spool`, never into memory), refusing it past the size
+//!    limit. A request that dies leaves no record (and a log line).
 //! 2. ffprobe validates it ([`probe::probe`]): only a container format of
 //!    [`container::ACCEPTED_CONTAINERS`] is accepted, and it is opened with
 //!    its demuxer forced and the file protocol only, by ffprobe and by every
 //!    ffmpeg run after it, so that an upload can never make them open
-//!    another file (a playlist naming a file on the server, say);
-//! 3. the video's record is created-if-absent, in state `processing`;
-//! 4. a bounded queue hands it to a background worker (never the HTTP
-//!    request) that transcodes an H.264/AAC DASH ladder ([`ladder`]) and a
-//!    poster, reporting ffmpeg's progress into the record;
-//! 5. every file goes to the [`ContentStore`]; the video becomes `ready` only
-//!    when all are stored. On any failure it becomes `failed` with the
-//!    reason and every file already stored for it is removed. Temporary
-//!    files are always cleaned up (they live in a [`tempfile::TempDir`]).
+//!    another file (a playlist naming a file on the server, say).
+//! 3. The video becomes `processing` and a bounded queue hands it to a
+//!    background worker that transcodes an H.264/AAC DASH ladder
+//!    ([`ladder`]) and a poster, reporting progress into the record (which
+//!    also renews the lease). ffmpeg runs in its own process group and dies
+//!    with its job and with the server ([`ffmpeg`]).
+//! 4. Every file goes to the [`ContentStore`] with its checksum, recorded;
+//!    the video becomes `ready` only when all are stored. On a failure every
+//!    file of the upload is removed (after the writes in flight end) and it
+//!    becomes `failed` with the reason.
+//! 5. [`Ingest::delete`] makes it `deleting`, cancels its job (killing
+//!    ffmpeg), removes every file of that generation from every node and
+//!    then the record, freeing the id.
+//!
+//! The uploaded file stays in the spool until its job ends. A background
+//! task renews this server's leases and takes over work whose server
+//! stopped (its lease lapsed, or an earlier run of this server): a job is
+//! re-run from the spooled file, or failed with the reason if the file is
+//! not here; a deletion is finished. A job that keeps being interrupted
+//! fails after [`IngestConfig::max_attempts`].
 
 pub mod container;
+pub mod ffmpeg;
+mod job;
 pub mod ladder;
 pub mod probe;
+mod recover;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::id::{ContentKey, FileName, VideoId};
-use crate::metadata::{
-    FileRecord, MetadataStore, Video, VideoFacts, VideoState, generation_file_name,
-};
-use crate::store::{ByteStream, ContentStore, PutOptions, Sha256Digest};
+use crate::id::VideoId;
+use crate::metadata::{Lifecycle, MetadataStore, Phase, Video, VideoState};
+use crate::store::{ByteStream, ContentStore, Sha256Digest};
 
 /// Tunables of the ingest pipeline.
 #[derive(Debug, Clone)]
@@ -45,8 +65,18 @@ pub struct IngestConfig {
     pub queue_capacity: usize,
     /// Transcodes running at once.
     pub workers: usize,
-    /// Where temporary files go (the system's temp dir if `None`).
-    pub temp_dir: Option<PathBuf>,
+    /// Where uploads are spooled (`spool/`) and jobs work (`work/`); one
+    /// directory per web server. `None` = a temporary directory removed
+    /// with the pipeline (nothing survives a restart).
+    pub data_dir: Option<PathBuf>,
+    /// This server's id in leases; `None` = a random one per start.
+    pub server_id: Option<String>,
+    /// How long a lease lasts without renewal: how long after a server
+    /// stops another one takes its work over.
+    pub lease: Duration,
+    /// Times a job is started before it is failed as one that keeps
+    /// interrupting its servers.
+    pub max_attempts: u32,
 }
 
 impl Default for IngestConfig {
@@ -55,7 +85,10 @@ impl Default for IngestConfig {
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             queue_capacity: 32,
             workers: 1,
-            temp_dir: None,
+            data_dir: None,
+            server_id: None,
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
         }
     }
 }
@@ -65,148 +98,322 @@ struct Job {
     id: VideoId,
     /// Which upload of the id this is: its files are named after it.
     generation: u64,
-    dir: tempfile::TempDir,
+    /// The spooled upload.
     source: PathBuf,
     probe: probe::Probe,
-}
-
-/// The ingest pipeline: receives uploads and transcodes them in the
-/// background.
-#[derive(Debug, Clone)]
-pub struct Ingest {
-    meta: Arc<dyn MetadataStore>,
-    content: Arc<dyn ContentStore>,
-    config: Arc<IngestConfig>,
-    queue: tokio::sync::mpsc::Sender<Job>,
-    depth: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+    /// This server's registration of the work, ended with the job.
+    _registered: Registered,
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("id", &self.id).finish()
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("id", &self.id)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// Work this server is doing on one video: receiving, transcoding or
+/// purging one generation. Its lease is renewed while it is registered.
+#[derive(Debug, Clone)]
+struct Running {
+    generation: u64,
+    cancel: CancellationToken,
+    /// Becomes true when the work has ended (and cleaned up after itself).
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Unregisters a video's work when dropped, saying it is done.
+struct Registered {
+    ingest: Ingest,
+    id: VideoId,
+    generation: u64,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut jobs = self
+            .ingest
+            .inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if jobs
+            .get(&self.id)
+            .is_some_and(|r| r.generation == self.generation)
+        {
+            jobs.remove(&self.id);
+        }
+        let _ = self.done.send(true);
+    }
+}
+
+/// How a [`Ingest::delete`] ended within the time it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deletion {
+    /// Every file is gone and so is the record: the id is free.
+    Done,
+    /// Still purging (in the background, whatever the caller does); the
+    /// record says `deleting` until it is done.
+    Pending(Video),
+}
+
+#[derive(Debug)]
+struct Inner {
+    meta: Arc<dyn MetadataStore>,
+    content: Arc<dyn ContentStore>,
+    config: IngestConfig,
+    life: Lifecycle,
+    spool: PathBuf,
+    work: PathBuf,
+    queue: tokio::sync::mpsc::Sender<Job>,
+    depth: AtomicUsize,
+    jobs: Mutex<HashMap<VideoId, Running>>,
+    /// Keeps the default temporary data directory alive.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// The ingest pipeline: receives uploads, transcodes them in the
+/// background, deletes videos, and takes over interrupted work.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+fn data_dirs(config: &IngestConfig) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match &config.data_dir {
+        Some(d) => Ok((d.clone(), None)),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("tritontube-ingest-")
+                .tempdir()
+                .map_err(|e| Error::io("temporary directory", e))?;
+            Ok((t.path().to_path_buf(), Some(t)))
+        }
     }
 }
 
 impl Ingest {
-    /// Starts `config.workers` transcoders over `meta` and `content`.
+    /// Starts `config.workers` transcoders over `meta` and `content`, and
+    /// the task that renews leases and takes over interrupted work. Fails
+    /// if the data directory cannot be made.
     pub fn start(
         meta: Arc<dyn MetadataStore>,
         content: Arc<dyn ContentStore>,
         config: IngestConfig,
-    ) -> Self {
+    ) -> Result<Self> {
+        let (dir, temp) = data_dirs(&config)?;
+        let (spool, work) = (dir.join("spool"), dir.join("work"));
+        // Nothing of an earlier run is working here now: its transcodes died
+        // with it. The spool is sorted out by the first take-over pass.
+        let _ = std::fs::remove_dir_all(&work);
+        for d in [&spool, &work] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        let server_id = config
+            .server_id
+            .clone()
+            .unwrap_or_else(|| format!("web-{:016x}", rand_u64()));
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(config.queue_capacity.max(1));
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let depth = Arc::new(AtomicUsize::new(0));
         let me = Ingest {
-            meta,
-            content,
-            config: Arc::new(config),
-            queue: tx,
-            depth,
+            inner: Arc::new(Inner {
+                life: Lifecycle::new(meta.clone(), server_id, config.lease),
+                meta,
+                content,
+                config,
+                spool,
+                work,
+                queue: tx,
+                depth: AtomicUsize::new(0),
+                jobs: Mutex::new(HashMap::new()),
+                _temp: temp,
+            }),
         };
-        for _ in 0..me.config.workers.max(1) {
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..me.inner.config.workers.max(1) {
             let rx = rx.clone();
-            let worker = me.clone();
+            let worker = Arc::downgrade(&me.inner);
             tokio::spawn(async move {
                 loop {
                     let job = { rx.lock().await.recv().await };
-                    let Some(job) = job else { return };
-                    worker.depth.fetch_sub(1, Ordering::SeqCst);
-                    worker.process(job).await;
+                    let (Some(job), Some(inner)) = (job, worker.upgrade()) else {
+                        return;
+                    };
+                    let me = Ingest { inner };
+                    me.inner.depth.fetch_sub(1, Ordering::SeqCst);
+                    me.process(job).await;
                 }
             });
         }
-        me
+        recover::spawn(&me);
+        Ok(me)
     }
 
     /// Uploads waiting for or in transcoding.
     pub fn queue_depth(&self) -> usize {
-        self.depth.load(Ordering::SeqCst)
+        self.inner.depth.load(Ordering::SeqCst)
     }
 
     /// The largest upload accepted.
     pub fn max_upload_bytes(&self) -> u64 {
-        self.config.max_upload_bytes
+        self.inner.config.max_upload_bytes
+    }
+
+    /// This server's id, as it appears in leases.
+    pub fn server_id(&self) -> &str {
+        self.inner.life.holder()
+    }
+
+    /// Where upload `generation` of `id` is spooled until its job ends.
+    fn spool_path(&self, id: &VideoId, generation: u64) -> PathBuf {
+        self.inner.spool.join(format!("{id}.g{generation}.upload"))
+    }
+
+    /// Registers work on upload `generation` of `id`; fails if this server
+    /// already works on another generation of it.
+    fn register(&self, id: &VideoId, generation: u64) -> Result<(Registered, CancellationToken)> {
+        let cancel = CancellationToken::new();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = jobs.get(id)
+            && !*r.done.borrow()
+        {
+            return Err(Error::Conflict {
+                key: format!("video {id}"),
+                reason: format!("this server is still working on upload {}", r.generation),
+            });
+        }
+        jobs.insert(
+            id.clone(),
+            Running {
+                generation,
+                cancel: cancel.clone(),
+                done: rx,
+            },
+        );
+        Ok((
+            Registered {
+                ingest: self.clone(),
+                id: id.clone(),
+                generation,
+                done: tx,
+            },
+            cancel,
+        ))
     }
 
     /// Receives an upload of `id` (titled `title`) from `body`, validates it
     /// and queues it for transcoding. The video's record is created first
     /// (so a duplicate id is refused before the body is read) and removed
-    /// again if the upload is refused: a refused upload leaves nothing. A
-    /// refusal is returned, not logged, for the caller to report once.
+    /// again if the upload is refused or abandoned: a refused upload leaves
+    /// nothing. A refusal is returned, not logged, for the caller to report
+    /// once.
     pub async fn receive<S, B, E>(&self, id: VideoId, title: &str, body: S) -> Result<Video>
     where
         S: Stream<Item = std::result::Result<B, E>> + Send,
         B: bytes::Buf,
         E: std::fmt::Display,
     {
-        let mut video = Video::new(id.clone(), title);
-        // A number of its own, even if an earlier upload of this id was
-        // deleted: its files never share a name (or a cached URL) with that
-        // one's.
-        video.generation = self.meta.next_generation(&id).await?;
-        self.meta.create_video(&video).await?;
+        let life = &self.inner.life;
+        let mut video = life.new_upload(&id, title).await?;
+        let (registered, cancel) = self.register(&id, video.generation)?;
+        self.inner.meta.create_video(&video).await?;
+        let partial = self
+            .inner
+            .spool
+            .join(format!(".partial-{id}.g{}", video.generation));
         // If this future is dropped before the upload is queued or refused
         // (the client went away mid-body or while it was probed), the record
         // must not stay behind in "uploaded", blocking the id forever.
         let mut abandoned = Abandoned {
-            meta: self.meta.clone(),
-            id: Some(id.clone()),
+            life: life.clone(),
+            upload: Some((id.clone(), video.generation, partial.clone())),
         };
-        let received = self.receive_created(&id, video.generation, body).await;
-        abandoned.id = None;
-        match received {
-            Ok(job) => {
-                video.state = VideoState::Processing { progress: 0.0 };
-                if let Err(e) = self.meta.set_video_state(&id, video.state.clone()).await {
-                    let _ = self.meta.delete_video(&id).await;
-                    return Err(e);
-                }
-                self.depth.fetch_add(1, Ordering::SeqCst);
-                if self.queue.try_send(job).is_err() {
-                    self.depth.fetch_sub(1, Ordering::SeqCst);
-                    let _ = self.meta.delete_video(&id).await;
-                    return Err(Error::Unavailable {
-                        what: "transcoder".into(),
-                        reason: format!(
-                            "{} uploads are already waiting; try again later",
-                            self.config.queue_capacity
-                        ),
-                    });
-                }
-                tracing::info!(video = %id, "upload accepted, queued for transcoding");
-                Ok(video)
-            }
+        let received = self.receive_body(&id, &partial, body).await;
+        let received = match received {
+            Ok(()) => self.spool(&id, video.generation, &partial).await,
+            Err(e) => Err(e),
+        };
+        abandoned.upload = None;
+        let refuse = |e: Error| async {
+            // Not logged here: the caller reports the refusal (the web layer
+            // logs every refused request once, naming the video).
+            let _ = tokio::fs::remove_file(&partial).await;
+            let _ = life.remove(&id, video.generation, &[Phase::Uploaded]).await;
+            Err(e)
+        };
+        let (source, probe) = match received {
+            Ok(r) => r,
+            Err(e) => return refuse(e).await,
+        };
+        let job = Job {
+            id: id.clone(),
+            generation: video.generation,
+            source: source.clone(),
+            probe,
+            cancel,
+            _registered: registered,
+        };
+        video = match life
+            .transition(
+                &id,
+                video.generation,
+                &[Phase::Uploaded],
+                VideoState::Processing { progress: 0.0 },
+                None,
+            )
+            .await
+        {
+            Ok(v) => v,
             Err(e) => {
-                // Not logged here: the caller reports the refusal (the web
-                // layer logs every refused request once, naming the video).
-                let _ = self.meta.delete_video(&id).await;
-                Err(e)
+                let _ = tokio::fs::remove_file(&source).await;
+                return refuse(e).await;
             }
+        };
+        self.inner.depth.fetch_add(1, Ordering::SeqCst);
+        if self.inner.queue.try_send(job).is_err() {
+            self.inner.depth.fetch_sub(1, Ordering::SeqCst);
+            let _ = tokio::fs::remove_file(&source).await;
+            let _ = life
+                .remove(&id, video.generation, &[Phase::Processing])
+                .await;
+            return Err(Error::Unavailable {
+                what: "transcoder".into(),
+                reason: format!(
+                    "{} uploads are already waiting; try again later",
+                    self.inner.config.queue_capacity
+                ),
+            });
         }
+        tracing::info!(video = %id, generation = video.generation, "upload accepted, queued for transcoding");
+        Ok(video)
     }
 
-    async fn receive_created<S, B, E>(&self, id: &VideoId, generation: u64, body: S) -> Result<Job>
+    /// Streams `body` into `partial`, refusing it past the size limit or
+    /// empty.
+    async fn receive_body<S, B, E>(&self, id: &VideoId, partial: &Path, body: S) -> Result<()>
     where
         S: Stream<Item = std::result::Result<B, E>> + Send,
         B: bytes::Buf,
         E: std::fmt::Display,
     {
-        let dir = match &self.config.temp_dir {
-            Some(d) => tempfile::Builder::new()
-                .prefix("tritontube-ingest-")
-                .tempdir_in(d),
-            None => tempfile::Builder::new()
-                .prefix("tritontube-ingest-")
-                .tempdir(),
-        }
-        .map_err(|e| Error::io("temporary directory", e))?;
-        let source = dir.path().join("source");
-        let mut file = tokio::fs::File::create(&source)
+        let mut file = tokio::fs::File::create(partial)
             .await
-            .map_err(|e| Error::io(&source, e))?;
+            .map_err(|e| Error::io(partial, e))?;
         let mut size = 0u64;
-        let limit = self.config.max_upload_bytes;
+        let limit = self.inner.config.max_upload_bytes;
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(|e| {
@@ -228,299 +435,96 @@ impl Ingest {
                 let n = part.len();
                 file.write_all(part)
                     .await
-                    .map_err(|e| Error::io(&source, e))?;
+                    .map_err(|e| Error::io(partial, e))?;
                 chunk.advance(n);
             }
         }
-        file.flush().await.map_err(|e| Error::io(&source, e))?;
-        drop(file);
+        file.sync_all().await.map_err(|e| Error::io(partial, e))?;
         if size == 0 {
             return Err(Error::invalid("upload", id.as_str(), "the file is empty"));
         }
-        let probe = probe::probe(&source).await.map_err(|e| match e {
+        Ok(())
+    }
+
+    /// Validates a received upload and moves it to its place in the spool.
+    async fn spool(
+        &self,
+        id: &VideoId,
+        generation: u64,
+        partial: &Path,
+    ) -> Result<(PathBuf, probe::Probe)> {
+        let probe = probe::probe(partial).await.map_err(|e| match e {
             Error::InvalidInput { reason, .. } => Error::invalid("upload", id.as_str(), reason),
             other => other,
         })?;
-        Ok(Job {
-            id: id.clone(),
-            generation,
-            dir,
-            source,
-            probe,
-        })
-    }
-
-    async fn process(&self, job: Job) {
-        let id = job.id.clone();
-        let started = Instant::now();
-        match self.transcode_and_store(&job).await {
-            Ok(facts) => {
-                let _ = self.meta.set_video_facts(&id, &facts).await;
-                if let Err(e) = self.meta.set_video_state(&id, VideoState::Ready).await {
-                    tracing::error!(video = %id, error = %e, "could not mark video ready");
-                }
-                tracing::info!(video = %id, files = facts.file_count, bytes = facts.total_bytes, secs = started.elapsed().as_secs_f64(), "video ready");
-            }
-            Err(e) => {
-                tracing::warn!(video = %id, error = %e, "transcoding failed");
-                self.remove_files(&id).await;
-                let reason = match &e {
-                    Error::InvalidInput { reason, .. } => reason.clone(),
-                    other => other.to_string(),
-                };
-                let _ = self
-                    .meta
-                    .set_video_state(&id, VideoState::Failed { reason })
-                    .await;
-            }
-        }
-        // job.dir is dropped here: the temporary files go with it.
-    }
-
-    /// Removes every stored file of `id`.
-    pub async fn remove_files(&self, id: &VideoId) -> usize {
-        let files: Vec<_> = self
-            .content
-            .list(Some(id))
-            .filter_map(|m| async move { m.ok() })
-            .collect()
-            .await;
-        let mut removed = 0;
-        for f in files {
-            if self.content.delete(&f.key).await.is_ok() {
-                removed += 1;
-            }
-        }
-        if let Err(e) = self.meta.delete_file_records(id).await {
-            tracing::warn!(video = %id, error = %e, "could not forget the video's file records");
-        }
-        removed
-    }
-
-    async fn transcode_and_store(&self, job: &Job) -> Result<VideoFacts> {
-        let out = job.dir.path().join("out");
-        tokio::fs::create_dir_all(&out)
+        let source = self.spool_path(id, generation);
+        tokio::fs::rename(partial, &source)
             .await
-            .map_err(|e| Error::io(&out, e))?;
-        let ladder = ladder::ladder(job.probe.width, job.probe.height);
-        // The poster is made while the ladder transcodes.
-        let started = Instant::now();
-        tokio::try_join!(
-            self.run_ffmpeg(job, &out, &ladder),
-            poster(&job.source, &out, &job.probe, job.generation),
-        )?;
-        let transcoded = started.elapsed();
-        // Store every file; the manifest last, so that a reader who sees a
-        // manifest finds every segment it names.
-        let mut names = Vec::new();
-        let mut rd = tokio::fs::read_dir(&out)
-            .await
-            .map_err(|e| Error::io(&out, e))?;
-        while let Some(e) = rd.next_entry().await.map_err(|e| Error::io(&out, e))? {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with(".tmp") {
-                continue;
-            }
-            names.push(name);
-        }
-        let manifest_name = generation_file_name(job.generation, "manifest.mpd");
-        names.sort_by_key(|n| (*n == manifest_name, n.clone()));
-        let mut facts = VideoFacts {
-            duration_secs: job.probe.duration_secs,
-            width: job.probe.width,
-            height: job.probe.height,
-            has_audio: job.probe.has_audio,
-            renditions: ladder.rungs,
-            total_bytes: 0,
-            file_count: 0,
-        };
-        let mut keys = Vec::new();
-        for name in names {
-            let file = FileName::new(name.clone()).map_err(|e| {
-                Error::backend("ffmpeg", format!("produced an unexpected file {name:?}"), e)
-            })?;
-            keys.push((ContentKey::new(job.id.clone(), file), out.join(&name)));
-        }
-        let manifest = keys.pop();
-        // Several files in flight at once; the manifest after all of them.
-        // Each file's size and SHA-256 are measured here, checked by every
-        // node that stores it, and recorded with the video: the truth every
-        // later copy, verify and repair is compared with.
-        let stored: Vec<FileRecord> = futures::stream::iter(keys)
-            .map(|(key, path)| self.store_file(key, path))
-            .buffer_unordered(STORE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        for r in &stored {
-            facts.total_bytes += r.size;
-            facts.file_count += 1;
-        }
-        self.meta.record_files(&stored).await?;
-        if let Some((key, path)) = manifest {
-            let r = self.store_file(key, path).await?;
-            facts.total_bytes += r.size;
-            facts.file_count += 1;
-            self.meta.record_files(std::slice::from_ref(&r)).await?;
-        }
-        tracing::info!(
-            video = %job.id,
-            transcode_secs = transcoded.as_secs_f64(),
-            store_secs = (started.elapsed() - transcoded).as_secs_f64(),
-            "transcoded and stored"
-        );
-        Ok(facts)
+            .map_err(|e| Error::io(&source, e))?;
+        Ok((source, probe))
     }
 
-    /// Hashes one produced file, stores it with that checksum as the
-    /// expected one, and returns its record.
-    async fn store_file(&self, key: ContentKey, path: PathBuf) -> Result<FileRecord> {
-        let (size, sha256) = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || hash_path(&path))
-                .await
-                .map_err(|e| Error::backend("ingest", "hashing task failed", e))??
-        };
-        let opts = PutOptions {
-            expected_sha256: Some(sha256),
-            expected_size: Some(size),
-        };
-        self.content
-            .put(&key, file_stream(&path).await?, opts)
-            .await?;
-        Ok(FileRecord { key, size, sha256 })
-    }
-
-    async fn run_ffmpeg(&self, job: &Job, out: &Path, ladder: &ladder::Ladder) -> Result<()> {
-        let args = ladder::ffmpeg_args(&job.source, out, &job.probe, ladder, job.generation);
-        let mut child = tokio::process::Command::new("ffmpeg")
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::backend("ffmpeg", "cannot run ffmpeg (is it installed?)", e))?;
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let err_text = tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            let mut kept = Vec::new();
-            while let Ok(Some(l)) = lines.next_line().await {
-                kept.push(l);
-                if kept.len() > 20 {
-                    kept.remove(0);
-                }
-            }
-            kept.join("\n")
+    /// Deletes `id`: it becomes `deleting` at once (a second delete finds it
+    /// so), its job is cancelled wherever it runs, and every file of it is
+    /// removed from every node before the record goes and the id is free.
+    /// The purge goes on in the background whatever the caller does; this
+    /// waits for it at most `wait`.
+    pub async fn delete(&self, id: &VideoId, wait: Duration) -> Result<Deletion> {
+        let video = self.inner.life.start_delete(id).await?;
+        tracing::info!(video = %id, generation = video.generation, "deleting");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        let v = video.clone();
+        tokio::spawn(async move {
+            let r = me.purge(&v).await;
+            let _ = tx.send(r);
         });
-        let total_us = (job.probe.duration_secs * 1e6).max(1.0);
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let mut last_sent = (0.0f32, Instant::now() - Duration::from_secs(10));
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(v) = line
-                .strip_prefix("out_time_us=")
-                .or_else(|| line.strip_prefix("out_time_ms="))
-                && let Ok(us) = v.trim().parse::<f64>()
-            {
-                // The last percent is kept for storing the files.
-                let pct = ((us / total_us) * 99.0).clamp(0.0, 99.0) as f32;
-                if pct - last_sent.0 >= 1.0 && last_sent.1.elapsed() >= Duration::from_millis(500) {
-                    let _ = self
-                        .meta
-                        .set_video_state(
-                            &job.id,
-                            VideoState::Processing {
-                                progress: pct.floor(),
-                            },
-                        )
-                        .await;
-                    last_sent = (pct, Instant::now());
-                }
-            }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(Ok(()))) => Ok(Deletion::Done),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) | Err(_) => Ok(Deletion::Pending(video)),
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| Error::backend("ffmpeg", "wait failed", e))?;
-        if !status.success() {
-            let text = err_text.await.unwrap_or_default();
-            return Err(Error::Backend {
-                backend: "ffmpeg",
-                message: format!(
-                    "transcoding failed ({status}): {}",
-                    text.lines().last().unwrap_or("")
-                ),
-                source: None,
-            });
-        }
-        Ok(())
     }
+}
+
+/// A random number for ids (not for secrets).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// Removes a new video's record when its upload is abandoned: dropped
 /// (the request's future went away with its client) after the record was
 /// made and before the upload was queued or refused.
 struct Abandoned {
-    meta: Arc<dyn MetadataStore>,
-    id: Option<VideoId>,
+    life: Lifecycle,
+    upload: Option<(VideoId, u64, PathBuf)>,
 }
 
 impl Drop for Abandoned {
     fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
-        tracing::warn!(video = %id, "upload abandoned before it was queued (the client went away); its record is removed");
-        let meta = self.meta.clone();
+        let Some((id, generation, partial)) = self.upload.take() else {
+            return;
+        };
+        tracing::warn!(video = %id, generation, "upload abandoned before it was queued (the client went away); its record is removed");
+        let life = self.life.clone();
+        let _ = std::fs::remove_file(&partial);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = meta.delete_video(&id).await {
+                if let Err(e) = life.remove(&id, generation, &[Phase::Uploaded]).await {
                     tracing::error!(video = %id, error = %e, "could not remove an abandoned upload's record");
                 }
             });
         }
     }
-}
-
-/// Files stored at once after transcoding.
-const STORE_CONCURRENCY: usize = 8;
-
-/// Grabs a poster frame (`poster.jpg`, 360 px high) from the first second,
-/// opening `source` as strictly as the transcode does.
-///
-/// The seek is on the output side (`-ss` after `-i`): ffmpeg decodes up to
-/// that second rather than jumping there. Jumping in a file without an index
-/// (MPEG-TS) with a long GOP lands after the last keyframe and ffmpeg
-/// exits successfully having written no frame at all; decoding one second
-/// costs next to nothing. Should even that find no frame (a video stream
-/// shorter than the file), the first frame is taken.
-async fn poster(source: &Path, out: &Path, probe: &probe::Probe, generation: u64) -> Result<()> {
-    let at = (probe.duration_secs / 2.0).min(1.0);
-    let dest = out.join(generation_file_name(generation, "poster.jpg"));
-    for at in [at, 0.0] {
-        let status = tokio::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"])
-            .args(container::input_args(probe.container, source))
-            .args(["-ss", &format!("{at:.3}"), "-frames:v", "1"])
-            .args(["-vf", "scale=-2:360,setsar=1", "-q:v", "4"])
-            .arg(&dest)
-            .kill_on_drop(true)
-            .status()
-            .await
-            .map_err(|e| Error::backend("ffmpeg", "cannot run ffmpeg", e))?;
-        if !status.success() {
-            return Err(Error::Backend {
-                backend: "ffmpeg",
-                message: format!("could not make a poster image ({status})"),
-                source: None,
-            });
-        }
-        if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-            return Ok(());
-        }
-    }
-    Err(Error::Backend {
-        backend: "ffmpeg",
-        message: "could not make a poster image: no video frame could be decoded".into(),
-        source: None,
-    })
 }
 
 /// Size and SHA-256 of a file on disk (blocking).

@@ -117,7 +117,7 @@ fn failure_message<'a>(stderr: &'a str, url: &str) -> &'a str {
 
 /// Runs ffprobe with `args`.
 async fn ffprobe(args: &[String]) -> Result<std::process::Output> {
-    tokio::process::Command::new("ffprobe")
+    super::ffmpeg::command("ffprobe")
         .args(args)
         .kill_on_drop(true)
         .output()

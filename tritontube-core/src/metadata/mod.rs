@@ -110,6 +110,10 @@ pub struct JobLease {
     pub holder: String,
     /// When it lapses, Unix milliseconds.
     pub until_ms: i64,
+    /// How many times the work was taken over after its holder stopped
+    /// (a job that keeps killing its servers is failed, not retried forever).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// One rung of the adaptive-bitrate ladder.
@@ -555,9 +559,11 @@ forward_metadata!(Box<S>);
 
 pub mod conformance;
 mod etcd;
+pub mod lifecycle;
 mod sqlite;
 
 pub use etcd::{DEFAULT_PREFIX, EtcdMetadataStore};
+pub use lifecycle::Lifecycle;
 pub use sqlite::SqliteMetadataStore;
 
 /// Page size of [`MetadataStore::file_records`] when asked for 0.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
 use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::reply::Reply;
@@ -14,6 +14,7 @@ use super::models::{VideoJson, VideoListJson};
 use super::{App, pages};
 use crate::error::Error;
 use crate::id::{ContentKey, VideoId};
+use crate::ingest::Deletion;
 use crate::metadata::PageRequest;
 use crate::store::{GetOptions, ObjectMeta};
 
@@ -442,32 +443,36 @@ pub async fn api_get(id: String, app: App) -> Reply_ {
     Ok(warp::reply::json(&VideoJson::from(&v)).into_response())
 }
 
-/// `DELETE /api/videos/<id>`: removes its files from every node, then its
-/// record.
+/// `DELETE /api/videos/<id>`: cancels its job, removes its files from every
+/// node, then its record. 204 once all is gone; 202 with the video (state
+/// `deleting`) if the purge takes longer than a few seconds (it goes on in
+/// the background; the id is free once it is done).
 pub async fn api_delete(id: String, authorization: Option<String>, app: App) -> Reply_ {
     // Who may delete comes first: an anonymous caller learns nothing, not
     // even whether the id exists.
     app.authorize(authorization.as_deref()).map_err(json_err)?;
     let id = VideoId::new(id).map_err(json_err)?;
-    app.meta.get_video(&id).await.map_err(json_err)?;
-    let files: Vec<_> = app
-        .content
-        .list(Some(&id))
-        .try_collect()
+    app.cache.remove_video(&id);
+    let outcome = app
+        .ingest
+        .delete(&id, DELETE_WAIT)
         .await
         .map_err(json_err)?;
-    for f in &files {
-        match app.content.delete(&f.key).await {
-            Ok(()) | Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(json_err(e)),
-        }
-    }
     app.cache.remove_video(&id);
-    app.meta.delete_file_records(&id).await.map_err(json_err)?;
-    app.meta.delete_video(&id).await.map_err(json_err)?;
-    tracing::info!(video = %id, files = files.len(), "video deleted");
-    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+    Ok(match outcome {
+        Deletion::Done => {
+            warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+        }
+        Deletion::Pending(v) => warp::reply::with_status(
+            warp::reply::json(&VideoJson::from(&v)),
+            StatusCode::ACCEPTED,
+        )
+        .into_response(),
+    })
 }
+
+/// How long a DELETE waits for the purge before answering 202.
+const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `GET /healthz`.
 pub async fn healthz(app: App) -> Reply_ {
