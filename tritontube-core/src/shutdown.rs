@@ -27,12 +27,15 @@ pub async fn signal() {
 }
 
 /// Installs a `tracing` subscriber writing to standard error, filtered by
-/// `RUST_LOG` (default `info`).
+/// `RUST_LOG` (default `info`), with colours only when standard error is a
+/// terminal (a log redirected to a file stays plain text).
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

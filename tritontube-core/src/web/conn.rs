@@ -417,7 +417,15 @@ async fn serve_one<S>(
         let changed = conn.changed.notified();
         tokio::select! {
             r = &mut connection => {
-                if let Err(e) = r {
+                let half_sent = {
+                    let a = conn.lock();
+                    a.in_flight == 0 && a.head_started.is_some()
+                };
+                if half_sent {
+                    // Nothing was started for it; say so, since the client
+                    // will not.
+                    tracing::info!(client = %peer, "the client closed its connection in the middle of a request's headers; nothing was done for it");
+                } else if let Err(e) = r {
                     tracing::debug!(client = %peer, error = %e, "connection ended with an error");
                 }
                 return;
