@@ -69,22 +69,34 @@ impl Ingest {
                 .map(|_| facts),
             Err(e) => Err(e),
         };
-        match result {
+        let ended = match result {
             Ok(facts) => {
                 tracing::info!(video = %id, generation, files = facts.file_count, bytes = facts.total_bytes, secs = started.elapsed().as_secs_f64(), "video ready");
+                true
             }
             Err(e) => self.end_unfinished(&job, e, &attempted).await,
-        }
+        };
         let _ = tokio::fs::remove_dir_all(&work).await;
-        let _ = tokio::fs::remove_file(&job.source).await;
+        if ended {
+            let _ = tokio::fs::remove_file(&job.source).await;
+        }
         // job.registered goes with the job: the work is done.
     }
 
     /// After a job did not finish: find out whose the upload is now, and
-    /// clean up accordingly.
-    async fn end_unfinished(&self, job: &Job, e: Error, attempted: &Attempted) {
+    /// clean up accordingly. Returns false if the job has not ended: the
+    /// metadata store could not say whose it is, so nothing is removed and
+    /// the job is taken over again (from its spooled upload) once its lease
+    /// lapses.
+    async fn end_unfinished(&self, job: &Job, e: Error, attempted: &Attempted) -> bool {
         let (id, generation) = (&job.id, job.generation);
         let now = self.inner.meta.get_video(id).await;
+        if let Err(lookup) = &now
+            && !matches!(lookup, Error::NotFound { .. })
+        {
+            tracing::error!(video = %id, generation, error = %e, lookup = %lookup, "a job did not finish and its record cannot be read; it is left as it is, to be taken over again");
+            return false;
+        }
         let still_processing = matches!(&now, Ok(v) if v.generation == generation
             && v.state.phase() == Phase::Processing);
         let taken_over = matches!(&now, Ok(v) if still_processing
@@ -92,12 +104,12 @@ impl Ingest {
         if taken_over {
             // Another server runs it now and writes the same keys: leave them.
             tracing::warn!(video = %id, generation, "another server took this job over; stopping here");
-            return;
+            return true;
         }
         let removed = self.remove_keys(id, attempted).await;
         if !still_processing {
             tracing::info!(video = %id, generation, removed, "job cancelled: the upload was deleted or replaced; its files are removed");
-            return;
+            return true;
         }
         let reason = match &e {
             Error::InvalidInput { reason, .. } => reason.clone(),
@@ -118,6 +130,7 @@ impl Ingest {
         {
             tracing::error!(video = %id, error = %e, "could not mark the video failed");
         }
+        true
     }
 
     /// Removes the keys a job tried to store, and their records.

@@ -470,7 +470,18 @@ impl Ingest {
     /// The purge goes on in the background whatever the caller does; this
     /// waits for it at most `wait`.
     pub async fn delete(&self, id: &VideoId, wait: Duration) -> Result<Deletion> {
-        let video = self.inner.life.start_delete(id).await?;
+        let video = match self.inner.life.start_delete(id).await {
+            Ok(v) => v,
+            // Another server is deleting it already: same answer.
+            Err(e @ Error::Conflict { .. }) => {
+                let v = self.inner.meta.get_video(id).await?;
+                if v.state.phase() != Phase::Deleting {
+                    return Err(e);
+                }
+                return Ok(Deletion::Pending(v));
+            }
+            Err(e) => return Err(e),
+        };
         tracing::info!(video = %id, generation = video.generation, "deleting");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();

@@ -27,6 +27,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     generations_are_never_reused(store.clone()).await;
     change_video_is_compare_and_set(store.clone()).await;
     active_videos_follow_their_phase(&*store).await;
+    leases_fence_the_lifecycle(store.clone()).await;
     cluster_state_compare_and_swap(&*store).await;
     admin_lock_is_exclusive_and_expires(&*store).await;
 }
@@ -107,6 +108,62 @@ pub async fn change_video_is_compare_and_set(store: Arc<dyn MetadataStore>) {
     );
     store.create_video(&v).await.expect("the id is free again");
     store.delete_video(&vid).await.expect("clean up");
+}
+
+/// The lifecycle's steps on this backend: one upload's steps never act on
+/// another's, a live lease keeps other servers out, a lapsed one lets them
+/// take over, and the server that lost it is fenced out.
+pub async fn leases_fence_the_lifecycle(store: Arc<dyn MetadataStore>) {
+    use super::Lifecycle;
+    let ttl = Duration::from_millis(400);
+    let a = Lifecycle::new(store.clone(), "server-a", ttl);
+    let b = Lifecycle::new(store.clone(), "server-b", ttl);
+    let vid = id("leased");
+    let v = a.new_upload(&vid, "leased").await.expect("new upload");
+    store.create_video(&v).await.expect("create");
+    let g = v.generation;
+    let processing = VideoState::Processing { progress: 0.0 };
+    let e = b
+        .transition(&vid, g, &[Phase::Uploaded], processing.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("server-a"), "{e}");
+    let e = a
+        .transition(&vid, g + 1, &[Phase::Uploaded], processing.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    let v = a
+        .transition(&vid, g, &[Phase::Uploaded], processing, None)
+        .await
+        .expect("a moves its own upload");
+    assert!(matches!(b.take_over(&v).await, Err(Error::Conflict { .. })));
+    a.renew(&vid, g, Some(42.0)).await.expect("renew");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let v = store.get_video(&vid).await.expect("get");
+    assert_eq!(v.state, VideoState::Processing { progress: 42.0 });
+    let taken = b.take_over(&v).await.expect("a lapsed lease is taken over");
+    assert_eq!(taken.lease.as_ref().map(|l| l.attempts), Some(1));
+    let e = a.renew(&vid, g, Some(50.0)).await.unwrap_err();
+    assert!(e.to_string().contains("server-b"), "a is fenced out: {e}");
+    // A delete takes the work from whoever has it; the record goes only
+    // through the deleting phase, and only for its own upload.
+    let d = a.start_delete(&vid).await.expect("start delete");
+    assert_eq!(d.state, VideoState::Deleting);
+    assert!(b.renew(&vid, g, None).await.is_err(), "b is fenced out");
+    assert!(matches!(
+        a.start_delete(&vid).await.map(|v| v.state),
+        Ok(VideoState::Deleting)
+    ));
+    assert!(b.start_delete(&vid).await.is_err(), "a is deleting it");
+    assert!(a.remove(&vid, g, &[Phase::Ready]).await.is_err());
+    assert!(a.remove(&vid, g + 1, &[Phase::Deleting]).await.is_err());
+    a.remove(&vid, g, &[Phase::Deleting]).await.expect("remove");
+    assert!(matches!(
+        store.get_video(&vid).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(store.list_active_videos(0).await.unwrap().is_empty());
 }
 
 /// `list_active_videos` lists exactly the videos in an active phase, however
