@@ -159,6 +159,28 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A storage node has no room for a write: the write would take the
+    /// bytes it stores past its configured capacity, or its disk ran out of
+    /// space while the body was being written. Nothing of the write was
+    /// kept and any earlier file under the key is unchanged; the same write
+    /// may succeed once files are deleted from the node.
+    #[error("node full: {}", describe_full(.node, .key, *.needed, *.capacity, *.free))]
+    Full {
+        /// The node: its address (as a client names it) or its directory.
+        node: String,
+        /// The content key being written.
+        key: String,
+        /// Bytes the write needed (at least: a streamed body is measured as
+        /// it arrives, and the refusal may come before its end).
+        needed: u64,
+        /// The node's capacity in bytes; `None` when the disk itself filled
+        /// up (no capacity set, or the disk is smaller than it).
+        capacity: Option<u64>,
+        /// Bytes of the capacity that were free for this write; `None` when
+        /// the disk itself filled up.
+        free: Option<u64>,
+    },
+
     /// The caller did not present valid credentials.
     #[error("unauthenticated: {reason}")]
     Unauthenticated {
@@ -222,6 +244,27 @@ fn format_failures(failures: &[(String, String)]) -> String {
         .join(", ")
 }
 
+fn describe_full(
+    node: &str,
+    key: &str,
+    needed: u64,
+    capacity: Option<u64>,
+    free: Option<u64>,
+) -> String {
+    match capacity {
+        Some(capacity) => format!(
+            "{node} cannot store {key}: it needs at least {needed} bytes, \
+             {} of the node's capacity of {capacity} bytes are free",
+            free.map_or_else(|| "none".to_string(), |f| f.to_string())
+        ),
+        None if needed == 0 => format!("no space left on the disk of {node} for {key}"),
+        None => format!(
+            "no space left on the disk of {node} while storing {key} \
+             (at least {needed} bytes needed)"
+        ),
+    }
+}
+
 impl Error {
     /// Shorthand for [`Error::InvalidInput`].
     pub fn invalid(
@@ -283,6 +326,7 @@ impl Error {
             Error::Locked { .. } => "locked",
             Error::Refused { .. } => "refused",
             Error::TooLarge { .. } => "too-large",
+            Error::Full { .. } => "full",
             Error::Unauthenticated { .. } => "unauthenticated",
             Error::Corrupt { .. } => "corrupt",
             Error::Io { .. } => "io",
@@ -318,6 +362,8 @@ impl Error {
             | Error::Locked { .. }
             | Error::Refused { .. } => 409,
             Error::TooLarge { .. } => 413,
+            // Insufficient Storage: the server has no room, not the request's fault.
+            Error::Full { .. } => 507,
             Error::Busy {
                 per_client: true, ..
             } => 429,
@@ -337,6 +383,17 @@ impl Error {
 /// The gRPC metadata key carrying [`Error::kind`].
 pub const ERROR_KIND_HEADER: &str = "tt-error-kind";
 
+/// The gRPC metadata key carrying [`Error::Full`]'s `needed` bytes.
+pub const FULL_NEEDED_HEADER: &str = "tt-needed-bytes";
+
+/// The gRPC metadata key carrying [`Error::Full`]'s `capacity` (absent when
+/// `None`).
+pub const FULL_CAPACITY_HEADER: &str = "tt-capacity-bytes";
+
+/// The gRPC metadata key carrying [`Error::Full`]'s `free` bytes (absent
+/// when `None`).
+pub const FULL_FREE_HEADER: &str = "tt-free-bytes";
+
 #[cfg(feature = "runtime")]
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
@@ -354,7 +411,9 @@ impl From<Error> for tonic::Status {
             Error::Locked { .. } | Error::Refused { .. } | Error::EmptyRing => {
                 Code::FailedPrecondition
             }
-            Error::TooLarge { .. } | Error::Busy { .. } => Code::ResourceExhausted,
+            Error::TooLarge { .. } | Error::Busy { .. } | Error::Full { .. } => {
+                Code::ResourceExhausted
+            }
             Error::Node { .. } | Error::InsufficientReplicas { .. } | Error::Unavailable { .. } => {
                 Code::Unavailable
             }
@@ -365,6 +424,25 @@ impl From<Error> for tonic::Status {
         // recognise an error by its wording.
         if let Ok(v) = e.kind().parse() {
             status.metadata_mut().insert(ERROR_KIND_HEADER, v);
+        }
+        if let Error::Full {
+            needed,
+            capacity,
+            free,
+            ..
+        } = &e
+        {
+            // The numbers too, so a client rebuilds the same error.
+            let details = [
+                (FULL_NEEDED_HEADER, Some(*needed)),
+                (FULL_CAPACITY_HEADER, *capacity),
+                (FULL_FREE_HEADER, *free),
+            ];
+            for (header, value) in details {
+                if let Some(v) = value.and_then(|v| v.to_string().parse().ok()) {
+                    status.metadata_mut().insert(header, v);
+                }
+            }
         }
         status
     }

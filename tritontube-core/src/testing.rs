@@ -1,7 +1,7 @@
 //! Helpers for tests that need real components: an etcd server or cluster
 //! started on free loopback ports with a temporary data directory, and
-//! stopped when dropped. Needs the `etcd` binary (Debian package
-//! `etcd-server`).
+//! stopped when dropped (needs the `etcd` binary, Debian package
+//! `etcd-server`); and a small real disk to fill ([`on_small_disk`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +14,49 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// A command that runs `program` with a fresh tmpfs of `size_bytes` mounted
+/// at `dir`, in a private user and mount namespace (`unshare -rm`, from
+/// util-linux): a test can fill a real disk to the last byte without
+/// touching the machine's disks or needing root. The mount is seen only by
+/// that process (and its children) and disappears with it. Add `program`'s
+/// arguments to the returned command.
+///
+/// `None` when this machine does not allow it (no `unshare`, or user
+/// namespaces turned off); the test should then say so and stop.
+pub fn on_small_disk(
+    dir: &std::path::Path,
+    size_bytes: u64,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Option<Command> {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let allowed = *ALLOWED.get_or_init(|| {
+        let Ok(probe) = tempfile::tempdir() else {
+            return false;
+        };
+        Command::new("unshare")
+            .args(["-rm", "sh", "-c", MOUNT_THEN_EXEC, "sh", "64k"])
+            .arg(probe.path())
+            .arg("true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !allowed {
+        return None;
+    }
+    let mut c = Command::new("unshare");
+    c.args(["-rm", "sh", "-c", MOUNT_THEN_EXEC, "sh"])
+        .arg(size_bytes.to_string())
+        .arg(dir)
+        .arg(program);
+    Some(c)
+}
+
+/// `sh -c` script of [`on_small_disk`]: `$1` size, `$2` mount point, then
+/// the command to run in place of the shell (so its pid is the child's).
+const MOUNT_THEN_EXEC: &str = r#"mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@""#;
 
 /// One running etcd member.
 #[derive(Debug)]

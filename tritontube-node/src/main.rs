@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tritontube_core::store::{LocalContentStore, LocalOptions};
+use tritontube_core::store::{ByteSize, LocalContentStore, LocalOptions};
 
 /// A TritonTube storage node.
 #[derive(Parser)]
@@ -27,6 +27,13 @@ struct Args {
     /// (`--verify-reads false` exists only to measure what that costs).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     verify_reads: bool,
+    /// The most bytes of files this node may hold: a plain count or with a
+    /// unit (`500M`, `2G`: powers of 1000; `512Mi`, `2GiB`: powers of 1024).
+    /// A put that would take it past this is refused as "node full"
+    /// (gRPC RESOURCE_EXHAUSTED) and stores nothing. Default: no limit but
+    /// the disk.
+    #[arg(long, value_name = "BYTES")]
+    capacity_bytes: Option<ByteSize>,
     /// Directory holding this node's files (created if missing).
     base_dir: PathBuf,
 }
@@ -39,6 +46,7 @@ async fn main() -> ExitCode {
         scrub_bytes_per_sec: (args.scrub_mb_per_s > 0.0)
             .then_some((args.scrub_mb_per_s * 1_000_000.0) as u64),
         verify_reads: args.verify_reads,
+        capacity_bytes: args.capacity_bytes.map(|c| c.0),
     };
     let store = match LocalContentStore::open(&args.base_dir, options) {
         Ok(s) => s,
@@ -64,6 +72,8 @@ async fn main() -> ExitCode {
         dir = %args.base_dir.display(),
         node_id = store.node_id(),
         files = stats.files,
+        bytes = stats.bytes,
+        capacity = ?stats.capacity,
         indexing = stats.indexing.is_some(),
         "storage node serving"
     );

@@ -65,6 +65,8 @@ pub struct NodeHealth {
     pub scrubbed_files: u64,
     /// Full scrub passes done.
     pub scrub_cycles: u64,
+    /// The most bytes of files it may hold (`None`: no limit but its disk).
+    pub capacity_bytes: Option<u64>,
 }
 
 /// What the cluster manager needs from the data plane (in production, the

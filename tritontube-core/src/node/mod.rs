@@ -351,6 +351,7 @@ impl StorageNode for NodeService {
             quarantined: stats.quarantined,
             scrubbed_files: stats.scrub.files,
             scrub_cycles: stats.scrub.cycles,
+            capacity_bytes: stats.capacity,
         }))
     }
 }

@@ -118,6 +118,9 @@ impl Debug for GetResult {
 ///   it fails (stream error, checksum or size mismatch, I/O error) nothing of
 ///   it is visible and any earlier file under that key is unchanged. A put
 ///   over an existing key replaces it.
+/// - A store with no room for a put (a node at its capacity, a full disk)
+///   refuses it with [`crate::Error::Full`], under the same rule: nothing
+///   of it is kept.
 /// - `put` consumes the body as a stream and keeps only a bounded amount of
 ///   it in memory, whatever its size.
 /// - `get`, `head` and `delete` of a key that is not stored fail with
@@ -208,6 +211,6 @@ mod local;
 mod network;
 mod node_client;
 
-pub use local::{CHUNK, LocalContentStore, LocalOptions, ScrubStats, StoreStats};
+pub use local::{ByteSize, CHUNK, LocalContentStore, LocalOptions, ScrubStats, StoreStats};
 pub use network::{NetworkContentStore, Placement};
 pub use node_client::{NodeClient, NodeClientConfig};

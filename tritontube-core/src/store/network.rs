@@ -334,6 +334,7 @@ impl ContentStore for NetworkContentStore {
         let mut succeeded = 0;
         let mut failures = Vec::new();
         let mut mismatch = None;
+        let mut full = Vec::new();
         for (node, call) in targets.iter().zip(calls) {
             let r = call
                 .await
@@ -349,6 +350,9 @@ impl ContentStore for NetworkContentStore {
                         mismatch = Some(e.to_string());
                     }
                     failures.push((node.to_string(), e.to_string()));
+                    if matches!(e, Error::Full { .. }) {
+                        full.push(e);
+                    }
                 }
             }
         }
@@ -363,6 +367,11 @@ impl ContentStore for NetworkContentStore {
                 expected: opts.expected_sha256.map(|d| d.to_hex()).unwrap_or_default(),
                 actual: m,
             });
+        }
+        if succeeded == 0 && !full.is_empty() && full.len() == failures.len() {
+            // Every node that should take the file is full: that, not a
+            // missing replica, is what the caller must hear.
+            return Err(full.swap_remove(0));
         }
         match ok {
             Some(m) if succeeded >= needed => Ok(m),

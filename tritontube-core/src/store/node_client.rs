@@ -180,6 +180,21 @@ impl NodeClient {
                     detail: format!("on {}: {}", self.addr, s.message()),
                 };
             }
+            "full" => {
+                let number = |header: &str| {
+                    s.metadata()
+                        .get(header)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                return Error::Full {
+                    node: self.addr.to_string(),
+                    key: key_s,
+                    needed: number(crate::error::FULL_NEEDED_HEADER).unwrap_or(0),
+                    capacity: number(crate::error::FULL_CAPACITY_HEADER),
+                    free: number(crate::error::FULL_FREE_HEADER),
+                };
+            }
             _ => {}
         }
         match s.code() {
@@ -254,6 +269,7 @@ impl NodeClient {
                 quarantined: r.quarantined,
                 scrubbed_files: r.scrubbed_files,
                 scrub_cycles: r.scrub_cycles,
+                capacity_bytes: r.capacity_bytes,
             })
         })
         .await

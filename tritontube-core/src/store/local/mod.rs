@@ -22,12 +22,19 @@
 //! written are never served. A background scrubber re-hashes every file at
 //! a bounded rate and quarantines what rotted on disk without being read.
 //!
+//! A store may be given a capacity ([`LocalOptions::capacity_bytes`]): a put
+//! that would take the bytes of its files past it is refused with
+//! [`Error::Full`] before its bytes are written, and so is a put that meets
+//! a full disk; either way nothing of it is kept. Puts in flight reserve
+//! their room as their bodies arrive, so together they never overshoot.
+//!
 //! A directory without an index (written by the course project, or whose
 //! index was deleted) is indexed in the background; meanwhile the store
 //! serves reads and writes, and [`LocalContentStore::stats`] reports the
 //! progress. Listings wait for the index: a partial listing would make a
 //! migration planner believe files are missing.
 
+mod capacity;
 pub(crate) mod index;
 mod scrub;
 
@@ -49,6 +56,8 @@ use super::{
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
 use crate::ring::HashRange;
+pub use capacity::ByteSize;
+use capacity::{Capacity, Reservation};
 pub use index::CHUNK;
 use index::{Index, Intent, Row};
 pub use scrub::ScrubStats;
@@ -70,6 +79,11 @@ pub struct LocalOptions {
     /// Check every chunk read against its recorded hash (on by default;
     /// turning it off exists only to measure what the check costs).
     pub verify_reads: bool,
+    /// The most bytes of files the store may hold (`None`: no limit but
+    /// the disk). A put that would take it past this is refused with
+    /// [`Error::Full`] and stores nothing; a put replacing a file counts
+    /// only what it adds to that file's size.
+    pub capacity_bytes: Option<u64>,
 }
 
 impl Default for LocalOptions {
@@ -77,6 +91,7 @@ impl Default for LocalOptions {
         LocalOptions {
             scrub_bytes_per_sec: None,
             verify_reads: true,
+            capacity_bytes: None,
         }
     }
 }
@@ -89,6 +104,10 @@ pub struct StoreStats {
     pub files: u64,
     /// Bytes of those files.
     pub bytes: u64,
+    /// The most bytes of files the store may hold (`None`: no limit).
+    pub capacity: Option<u64>,
+    /// Bytes reserved by puts in flight under the capacity (0 without one).
+    pub reserved: u64,
     /// Files moved to quarantine because their bytes no longer matched.
     pub quarantined: u64,
     /// `Some(percent)` while the index is being built from the directory.
@@ -123,6 +142,7 @@ pub(crate) struct Inner {
     scrub: scrub::ScrubCounters,
     stop: AtomicBool,
     verify_reads: bool,
+    capacity: Capacity,
 }
 
 impl Drop for Inner {
@@ -222,6 +242,7 @@ impl LocalContentStore {
             scrub: Default::default(),
             stop: AtomicBool::new(false),
             verify_reads: options.verify_reads,
+            capacity: Capacity::new(options.capacity_bytes),
         });
         inner.recover()?;
         let complete = inner.index.meta("complete")?.as_deref() == Some("1");
@@ -269,10 +290,17 @@ impl LocalContentStore {
         StoreStats {
             files: i.files.load(Ordering::Relaxed),
             bytes: i.bytes.load(Ordering::Relaxed),
+            capacity: i.capacity.limit(),
+            reserved: i.capacity.reserved(),
             quarantined: i.quarantined.load(Ordering::Relaxed),
             indexing,
             scrub: i.scrub.snapshot(),
         }
+    }
+
+    /// The most bytes of files this store may hold (`None`: no limit).
+    pub fn capacity(&self) -> Option<u64> {
+        self.inner.capacity.limit()
     }
 
     /// True once every file in the directory is indexed.
@@ -547,12 +575,17 @@ impl Inner {
     }
 
     /// Renames `tmp` onto `key` and records `row`, as one step for every
-    /// other writer of the key.
-    fn install(&self, tmp_name: &str, row: Row) -> Result<()> {
+    /// other writer of the key. The put's `room` is checked again against
+    /// the file it really replaces, then turned into stored bytes.
+    fn install(&self, tmp_name: &str, row: Row, room: &mut Reservation) -> Result<()> {
         let key = row.key.clone();
         let path = self.path_of(&key)?;
         let tmp = self.tmp_dir().join(tmp_name);
         let _g = self.stripe(&key);
+        if self.capacity.limit().is_some() {
+            let replaced = self.index.get(&key)?.map(|r| r.size);
+            room.cover_replacing(row.size, replaced)?;
+        }
         self.index.begin(
             &key,
             &Intent::Put {
@@ -564,23 +597,38 @@ impl Inner {
             .parent()
             .map(|d| std::fs::create_dir_all(d).map_err(|e| io_err(d, e)))
             .unwrap_or(Ok(()))
-            .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e)));
+            .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e)))
+            .map_err(|e| self.disk_full_or(&key, row.size, e));
         if let Err(e) = moved {
             let _ = std::fs::remove_file(&tmp);
             self.index.abandon(&key)?;
             return Err(e);
         }
         let old = self.index.commit(&key, Some(&row))?;
-        match old {
-            Some(old_size) => {
-                self.bytes.fetch_sub(old_size, Ordering::Relaxed);
-            }
-            None => {
-                self.files.fetch_add(1, Ordering::Relaxed);
-            }
+        if old.is_none() {
+            self.files.fetch_add(1, Ordering::Relaxed);
         }
-        self.bytes.fetch_add(row.size, Ordering::Relaxed);
+        room.settle(old.unwrap_or(0), row.size);
         Ok(())
+    }
+
+    /// `e`, met while storing `needed` bytes under `key`, as the caller
+    /// should see it: a full disk (or quota) is [`Error::Full`], like a put
+    /// past the capacity; anything else stays what it was.
+    fn disk_full_or(&self, key: &ContentKey, needed: u64, e: Error) -> Error {
+        match e {
+            Error::Io { path, source } if capacity::is_disk_full(&source) => {
+                tracing::warn!(key = %key, %path, error = %source, "disk full");
+                Error::Full {
+                    node: self.base.display().to_string(),
+                    key: key.to_string(),
+                    needed,
+                    capacity: None,
+                    free: None,
+                }
+            }
+            e => e,
+        }
     }
 
     fn remove(&self, key: &ContentKey) -> Result<()> {
@@ -750,6 +798,19 @@ impl ContentStore for LocalContentStore {
     ) -> Result<ObjectMeta> {
         let inner = &self.inner;
         inner.path_of(key)?;
+        let replaced = match inner.capacity.limit() {
+            Some(_) => {
+                let (i, k) = (inner.clone(), key.clone());
+                blocking(move || Ok(i.index.get(&k)?.map_or(0, |r| r.size))).await?
+            }
+            None => 0,
+        };
+        // Room is reserved before bytes are written: all of it now when the
+        // size is announced, otherwise chunk by chunk below.
+        let mut room = Reservation::new(inner.clone(), key.clone(), replaced);
+        if let Some(size) = opts.expected_size {
+            room.cover(size)?;
+        }
         let tmp_name = format!(
             "{}-{}-{}",
             key.file(),
@@ -758,9 +819,11 @@ impl ContentStore for LocalContentStore {
         );
         let tmp = inner.tmp_dir().join(&tmp_name);
         let mut guard = TempGuard(Some(tmp.clone()));
+        let full =
+            |needed: u64, e: std::io::Error| inner.disk_full_or(key, needed, io_err(&tmp, e));
         let mut file = tokio::fs::File::create(&tmp)
             .await
-            .map_err(|e| io_err(&tmp, e))?;
+            .map_err(|e| full(opts.expected_size.unwrap_or(0), e))?;
         let mut hasher = BodyHasher::default();
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
@@ -774,11 +837,15 @@ impl ContentStore for LocalContentStore {
                     format!("body is longer than the expected {limit} bytes"),
                 ));
             }
-            file.write_all(&chunk).await.map_err(|e| io_err(&tmp, e))?;
+            room.cover(hasher.size())?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| full(hasher.size(), e))?;
         }
         let row = hasher.finish(key.clone());
         check_expected(key, &row, &opts)?;
-        file.sync_all().await.map_err(|e| io_err(&tmp, e))?;
+        // A disk that allocates late reports it full only here.
+        file.sync_all().await.map_err(|e| full(row.size, e))?;
         drop(file);
         let meta = row.meta();
         let inner2 = inner.clone();
@@ -787,7 +854,7 @@ impl ContentStore for LocalContentStore {
         let guard_path = guard.0.take();
         blocking(move || {
             let mut g = TempGuard(guard_path);
-            inner2.install(&tmp_name, row)?;
+            inner2.install(&tmp_name, row, &mut room)?;
             g.0 = None;
             Ok(())
         })
