@@ -27,15 +27,25 @@ struct Site {
 
 impl Site {
     async fn start(extra: &[&str]) -> Site {
-        let root = tempfile::tempdir().unwrap();
-        let db = root.path().join("metadata.db").display().to_string();
-        Site::start_in(root, extra, ("sqlite".into(), db)).await
+        Site::start_with_nodes(extra, &[]).await
     }
 
-    async fn start_in(root: tempfile::TempDir, extra: &[&str], metadata: (String, String)) -> Site {
+    /// With extra flags for every storage node.
+    async fn start_with_nodes(extra: &[&str], node_extra: &[&str]) -> Site {
+        let root = tempfile::tempdir().unwrap();
+        let db = root.path().join("metadata.db").display().to_string();
+        Site::start_in(root, extra, node_extra, ("sqlite".into(), db)).await
+    }
+
+    async fn start_in(
+        root: tempfile::TempDir,
+        extra: &[&str],
+        node_extra: &[&str],
+        metadata: (String, String),
+    ) -> Site {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(start_node(root.path(), free_port()).await);
+            nodes.push(start_node_with(root.path(), free_port(), node_extra).await);
         }
         let addrs = nodes.iter().map(|n| n.addr.clone()).collect();
         let mut site = Site {
@@ -498,7 +508,7 @@ async fn a_web_server_killed_mid_job_finishes_it_after_a_restart() {
 /// Two web servers on one metadata store: jobs whose server was killed are
 /// finished once, by that server when it returns, never run twice at once.
 async fn two_servers_run_each_job_once(metadata: (String, String), root: tempfile::TempDir) {
-    let mut a = Site::start_in(root, &[], metadata.clone()).await;
+    let mut a = Site::start_in(root, &[], &[], metadata.clone()).await;
     // B: the same nodes and metadata, its own ports and data.
     let mut b = Site {
         root: tempfile::tempdir().unwrap(),
@@ -562,4 +572,35 @@ async fn two_web_servers_on_etcd_run_each_job_once() {
     let root = tempfile::tempdir().unwrap();
     two_servers_run_each_job_once(("etcd".into(), etcd.endpoints()), root).await;
     drop(etcd);
+}
+
+/// Storage nodes that fill up in the middle of an ingest: the video fails
+/// saying so, and nothing of it stays on any node (the writes in flight
+/// when the first one was refused included); a video that fits still
+/// goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_filling_up_mid_ingest_leave_nothing_of_the_video() {
+    let mut site = Site::start_with_nodes(&[], &["--capacity-bytes", "300K"]).await;
+    let http = site.addr();
+    let big = clip(site.root.path(), "big.mp4", 8, "1280x720", true);
+    assert_eq!(upload_as(&http, "too-big", &big).await, 303);
+    let v = wait_settled(&http, "too-big", Duration::from_secs(120))
+        .await
+        .expect("a failed record, with its reason");
+    assert_eq!(v["state"], "failed", "{v}");
+    let reason = v["failure"].as_str().unwrap();
+    assert!(reason.contains("full"), "{reason}");
+    assert!(
+        !reason.contains('/'),
+        "no path in what the uploader sees: {reason}"
+    );
+    // Every write had ended before the clean-up: nothing is left, now or a
+    // little later.
+    assert_eq!(site.stored("too-big"), BTreeMap::new());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(site.stored("too-big"), BTreeMap::new());
+    let small = clip(site.root.path(), "small.mp4", 1, "320x240", false);
+    assert_eq!(upload_as(&http, "fits", &small).await, 303);
+    wait_ready(&http, "fits").await;
+    site.kill9();
 }

@@ -113,6 +113,10 @@ impl Ingest {
         }
         let reason = match &e {
             Error::InvalidInput { reason, .. } => reason.clone(),
+            // Said for the uploader: no node's address or directory.
+            Error::Full { .. } => {
+                "the storage nodes are full; nothing of this video was kept".to_string()
+            }
             other => other.to_string(),
         };
         tracing::warn!(video = %id, generation, removed, error = %e, "transcoding failed; its files are removed");

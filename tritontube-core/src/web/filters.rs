@@ -134,6 +134,10 @@ pub fn public_message(error: &Error) -> String {
         Error::BadCopy { key, .. } => {
             format!("no intact copy of {key} could be read; it has been reported for repair")
         }
+        Error::Full { .. } => {
+            "the storage cluster is full; nothing was stored, and an administrator has to make room"
+                .to_string()
+        }
         Error::EmptyRing
         | Error::Node { .. }
         | Error::Unavailable { .. }

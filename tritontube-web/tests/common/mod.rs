@@ -61,9 +61,15 @@ pub fn node_bin() -> PathBuf {
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub async fn start_node(root: &Path, port: u16) -> Proc {
+    start_node_with(root, port, &[]).await
+}
+
+/// A storage node with extra flags (`--capacity-bytes 1M`, say).
+pub async fn start_node_with(root: &Path, port: u16, extra: &[&str]) -> Proc {
     let dir = root.join(format!("node-{port}"));
     let child = Command::new(node_bin())
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(extra)
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(log_file(root, &format!("node-{port}")))
