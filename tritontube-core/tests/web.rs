@@ -893,3 +893,42 @@ async fn an_abandoned_upload_leaves_no_record() {
     assert_eq!(r.status(), 303, "the id is free again");
     wait_ready(&s.app, "gone").await;
 }
+
+/// A delete that arrives while the upload's body is still on its way stops
+/// the upload at once: the uploader is told why, and the id is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_during_the_upload_stops_it() {
+    let s = site(50 * 1024 * 1024);
+    let ingest = s.app.ingest.clone();
+    let id: tritontube_core::VideoId = "cut-short".parse().unwrap();
+    let request = {
+        let (ingest, id) = (ingest.clone(), id.clone());
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(
+                bytes::Bytes::from_static(b"the start of a video"),
+            )])
+            .chain(futures::stream::pending());
+            ingest.receive(id, "cut short", body).await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.app.meta.get_video(&id).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no record was made");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = ingest.delete(&id, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(done, tritontube_core::ingest::Deletion::Done);
+    let refused = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .expect("the upload stopped")
+        .unwrap();
+    let e = refused.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("deleted while it was being uploaded"),
+        "{e}"
+    );
+    assert!(s.app.meta.get_video(&id).await.is_err());
+    nothing_stored(&s.app).await;
+}

@@ -341,10 +341,17 @@ impl Ingest {
             life: life.clone(),
             upload: Some((id.clone(), video.generation, partial.clone())),
         };
-        let received = self.receive_body(&id, &partial, body).await;
-        let received = match received {
-            Ok(()) => self.spool(&id, video.generation, &partial).await,
-            Err(e) => Err(e),
+        let received = async {
+            self.receive_body(&id, &partial, body).await?;
+            self.spool(&id, video.generation, &partial).await
+        };
+        // A delete while the body is still on its way stops it here.
+        let received = tokio::select! {
+            r = received => r,
+            () = cancel.cancelled() => Err(Error::Conflict {
+                key: format!("video {id}"),
+                reason: "it was deleted while it was being uploaded".into(),
+            }),
         };
         abandoned.upload = None;
         let refuse = |e: Error| async {

@@ -296,20 +296,27 @@ impl Index {
         raw.into_iter().map(|r| decode(&self.path, r)).collect()
     }
 
-    /// Rows of one video, by key, after `after`.
+    /// Rows of one video, by key, after `after`. A video's keys are exactly
+    /// those in `["<video>/", "<video>0")` (`0` follows `/`, and an id holds
+    /// no `/`), so this reads a range of the primary key, not every row.
     pub fn video(
         &self,
         video: &VideoId,
         after: Option<&ContentKey>,
         limit: usize,
     ) -> Result<Vec<Row>> {
-        let after = after.map(|k| k.as_str().to_string()).unwrap_or_default();
+        let start = format!("{video}/");
+        let after = after
+            .map(|k| k.as_str().to_string())
+            .filter(|a| *a >= start)
+            .unwrap_or(start);
+        let end = format!("{video}0");
         let raw = self.read("list a video", |c| {
             let mut st = c.prepare_cached(
                 "SELECT key, size, sha256, chunks FROM files
-                 WHERE video = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+                 WHERE key > ?2 AND key < ?3 AND video = ?1 ORDER BY key LIMIT ?4",
             )?;
-            st.query_map(params![video.as_str(), after, limit as i64], row_from)?
+            st.query_map(params![video.as_str(), after, end, limit as i64], row_from)?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         raw.into_iter().map(|r| decode(&self.path, r)).collect()
