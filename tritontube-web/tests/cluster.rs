@@ -478,3 +478,60 @@ async fn fill_one(addrs: &[String]) {
             .unwrap();
     }
 }
+
+/// A course-protocol client that gives up after 50 ms (as the course's own
+/// admin tool does with its short deadline) does not cancel the change: it
+/// settles by itself, nothing is lost, and the next change is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_course_protocol_call_does_not_wedge_the_cluster() {
+    use tritontube_core::proto::admin::AddNodeRequest;
+    use tritontube_core::proto::admin::video_content_admin_service_client::VideoContentAdminServiceClient;
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(start_node(root.path(), free_port()).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let (http, admin_port) = (free_port(), free_port());
+    let vn = VNODES.to_string();
+    let web = start_web(
+        root.path(),
+        http,
+        admin_port,
+        &addrs[..3],
+        &["--replicas", "2", "--vnodes", vn.as_str()],
+    )
+    .await;
+    let keys = fill(&addrs[..3], 400, 256 * 1024, VNODES).await;
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let admin = AdminClient::connect(&admin_addr, Some(ADMIN_TOKEN.into()))
+        .await
+        .unwrap();
+
+    let mut course = VideoContentAdminServiceClient::connect(format!("http://{admin_addr}"))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(AddNodeRequest {
+        node_address: addrs[3].clone(),
+    });
+    req.set_timeout(Duration::from_millis(50));
+    let r = course.add_node(req).await;
+    assert!(r.is_err(), "the change cannot finish in 50 ms: {r:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let settled = loop {
+        let s = admin.status().await.unwrap();
+        if !s.change_in_progress {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the change never settled: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(settled.nodes.len(), 4, "the abandoned add went through");
+    assert_eq!(verify_clean(&admin).await as usize, keys.len());
+    // The admin lock was released: the next change goes ahead at once.
+    let n = admin.remove(&addrs[3], |_| {}).await;
+    assert!(n.is_ok(), "{n:?}");
+    assert_eq!(verify_clean(&admin).await as usize, keys.len());
+    drop(web);
+}

@@ -341,7 +341,7 @@ impl ClusterAdmin for AdminService {
             replicas: state.replicas,
             vnodes: state.vnodes,
             epoch: state.epoch,
-            change_in_progress: state.pending.is_some(),
+            change_in_progress: state.pending.is_some() || state.previous.is_some(),
         }))
     }
 

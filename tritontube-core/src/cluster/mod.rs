@@ -400,6 +400,11 @@ impl ClusterManager {
     /// tokens, and so its files, stay where they are; nothing is copied.
     /// Takes the admin lock, so it never races a ring change.
     pub async fn move_node(&self, addr: &NodeAddr, to: &NodeAddr) -> Result<()> {
+        let (me, addr, to) = (self.clone(), addr.clone(), to.clone());
+        detached(async move { me.move_attached(&addr, &to).await }).await
+    }
+
+    async fn move_attached(&self, addr: &NodeAddr, to: &NodeAddr) -> Result<()> {
         let lease = self
             .meta
             .try_lock_admin(&self.config.holder, self.config.lock_ttl)
@@ -563,7 +568,18 @@ impl ClusterManager {
         Ok(())
     }
 
+    /// Runs a ring change as the server's own job: a caller that goes away
+    /// (a client's deadline) does not stop it halfway; it commits or rolls
+    /// back, and its progress stays visible to `watch`.
     async fn change<F>(&self, what: String, decide: F) -> Result<u64>
+    where
+        F: FnOnce(&ClusterState) -> Result<(Vec<NodeEntry>, Option<NodeAddr>)> + Send + 'static,
+    {
+        let me = self.clone();
+        detached(async move { me.change_attached(what, decide).await }).await
+    }
+
+    async fn change_attached<F>(&self, what: String, decide: F) -> Result<u64>
     where
         F: FnOnce(&ClusterState) -> Result<(Vec<NodeEntry>, Option<NodeAddr>)>,
     {
@@ -1100,6 +1116,16 @@ impl ClusterManager {
     }
 }
 
+/// Runs `work` as a task of its own and waits for it; dropping the wait
+/// leaves the work running to its end.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::backend("cluster", "a cluster job failed", e))?
+}
+
 fn union(a: &[NodeEntry], b: &[NodeEntry]) -> Vec<NodeEntry> {
     let mut out = a.to_vec();
     for n in b {
@@ -1121,10 +1147,14 @@ fn node_error(addr: &NodeAddr, what: &str, e: Error) -> Error {
     }
 }
 
-/// The admin lock, renewed in the background while held.
+/// The admin lock, renewed in the background while held, and released
+/// when dropped on any path (an error, a panic, or a caller that went away
+/// mid-change), so a lock is never renewed for a change nobody runs.
 pub(crate) struct HeldLock {
     pub(crate) lease: AdminLease,
+    meta: Arc<dyn MetadataStore>,
     lost: Arc<AtomicBool>,
+    released: AtomicBool,
     renew: tokio::task::JoinHandle<()>,
 }
 
@@ -1134,6 +1164,7 @@ impl HeldLock {
         let renew = {
             let lease = lease.clone();
             let lost = lost.clone();
+            let meta = meta.clone();
             tokio::spawn(async move {
                 let every = (lease.ttl / 3).max(Duration::from_millis(100));
                 loop {
@@ -1146,14 +1177,39 @@ impl HeldLock {
                 }
             })
         };
-        HeldLock { lease, lost, renew }
+        HeldLock {
+            lease,
+            meta,
+            lost,
+            released: AtomicBool::new(false),
+            renew,
+        }
     }
 
     fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
     }
 
+    /// Stops renewing; the caller has released the lease (or is about to).
     pub(crate) fn stop(&self) {
+        self.released.store(true, Ordering::SeqCst);
         self.renew.abort();
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        self.renew.abort();
+        if self.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (meta, lease) = (self.meta.clone(), self.lease.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = meta.unlock_admin(&lease).await {
+                    tracing::warn!(error = %e, "could not release the admin lock; it expires by itself");
+                }
+            });
+        }
     }
 }
