@@ -87,6 +87,11 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
             Arc::from(t)
         }
     };
+    // This server's id: its name in job leases and in acknowledgements of
+    // the cluster state. Kept in the data directory, so a restarted server
+    // is the same server and takes its own unfinished work over at once.
+    let server_id = crate::admin::load_or_create_token(&opts.data_dir.join("server-id"))?;
+    let server_id = format!("web-{}", &server_id[..server_id.len().min(16)]);
     let mut tasks = Vec::new();
     let mut health = None;
     let mut cluster = None;
@@ -123,9 +128,15 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
                 NodeClientConfig::default(),
                 tracker.clone(),
             ));
-            let manager =
-                ClusterManager::new(meta.clone(), network.clone(), ManagerConfig::default())
-                    .with_health_tracker(tracker.clone());
+            let manager = ClusterManager::new(
+                meta.clone(),
+                network.clone(),
+                ManagerConfig {
+                    holder: server_id.clone(),
+                    ..ManagerConfig::default()
+                },
+            )
+            .with_health_tracker(tracker.clone());
             let state = manager
                 .bootstrap(&nodes, opts.replicas, opts.vnodes)
                 .await?;
@@ -225,7 +236,6 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
             ));
         }
     };
-    let server_id = crate::admin::load_or_create_token(&opts.data_dir.join("server-id"))?;
     let ingest = Ingest::start(
         meta.clone(),
         content.clone(),
@@ -233,7 +243,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
             max_upload_bytes: opts.max_upload_bytes,
             workers: opts.workers.max(1),
             data_dir: Some(opts.data_dir.join("ingest")),
-            server_id: Some(format!("web-{}", &server_id[..server_id.len().min(16)])),
+            server_id: Some(server_id.clone()),
             lease: opts.job_lease,
             ..IngestConfig::default()
         },

@@ -535,3 +535,133 @@ async fn an_abandoned_course_protocol_call_does_not_wedge_the_cluster() {
     assert_eq!(verify_clean(&admin).await as usize, keys.len());
     drop(web);
 }
+
+/// Two web servers on one metadata store: uploads keep going through B
+/// while A adds and removes a node five times, and readers read through
+/// both. A change copies only once B writes to the new owners too, and
+/// deletes only once B reads from them: no read fails, and at the end no
+/// file is short of a copy.
+async fn changes_wait_for_every_web_server(metadata: (&str, &str), root: &std::path::Path) {
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(start_node(root, free_port()).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let vn = VNODES.to_string();
+    let args = ["--replicas", "2", "--vnodes", vn.as_str()];
+    let (admin_a, admin_b) = (free_port(), free_port());
+    let a = start_web_with(root, free_port(), admin_a, &addrs[..3], &args, metadata).await;
+    let b = start_web_with(root, free_port(), admin_b, &addrs[..3], &args, metadata).await;
+    let admin = AdminClient::connect(&format!("127.0.0.1:{admin_a}"), Some(ADMIN_TOKEN.into()))
+        .await
+        .unwrap();
+    fill(&addrs[..3], 200, 64 * 1024, VNODES).await;
+    let c = clip(root, "first.mp4", 2, "320x240", false);
+    assert_eq!(upload(&b.addr, &c).await.status(), 303);
+    let v = wait_ready(&b.addr, "first").await;
+    let mut urls = BTreeMap::new();
+    for f in files_of(&b.addr, "first", &v).await {
+        for web in [&a.addr, &b.addr] {
+            let url = format!("http://{web}/content/first/{f}");
+            let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+            urls.insert(url, Sha256::digest(&body).to_vec());
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let reader = {
+        let (stop, reads, failures) = (stop.clone(), reads.clone(), failures.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                for (url, sha) in &urls {
+                    let ok = match http.get(url).send().await {
+                        Ok(r) if r.status() == 200 => r
+                            .bytes()
+                            .await
+                            .is_ok_and(|b| Sha256::digest(&b).to_vec() == *sha),
+                        _ => false,
+                    };
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    if !ok {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        eprintln!("failed read: {url}");
+                    }
+                }
+            }
+        })
+    };
+    let writer = {
+        let (stop, web, root) = (stop.clone(), b.addr.clone(), root.to_path_buf());
+        tokio::spawn(async move {
+            let c = clip(&root, "w.mp4", 1, "160x120", false);
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let id = format!("w{}", ids.len());
+                let data = std::fs::read(&c).unwrap();
+                let form = reqwest::multipart::Form::new().text("id", id.clone()).part(
+                    "file",
+                    reqwest::multipart::Part::bytes(data).file_name("w.mp4"),
+                );
+                let r = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .unwrap()
+                    .post(format!("http://{web}/upload"))
+                    .multipart(form)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 303, "upload {id}");
+                wait_ready(&web, &id).await;
+                ids.push(id);
+            }
+            ids
+        })
+    };
+    for cycle in 0..5 {
+        admin.add(&addrs[3], 0.0, |_| {}).await.unwrap();
+        admin.remove(&addrs[3], |_| {}).await.unwrap();
+        eprintln!("cycle {cycle} done");
+    }
+    stop.store(true, Ordering::SeqCst);
+    reader.await.unwrap();
+    let written = writer.await.unwrap();
+    let (reads, failures) = (
+        reads.load(Ordering::SeqCst),
+        failures.load(Ordering::SeqCst),
+    );
+    eprintln!(
+        "{} uploads through B, {reads} reads, {failures} failed",
+        written.len()
+    );
+    assert!(written.len() >= 3, "the writer really ran: {written:?}");
+    assert!(reads > 0);
+    assert_eq!(failures, 0, "no failed read");
+    // Every copy where it belongs: nothing missing, nothing left behind.
+    verify_clean(&admin).await;
+    for id in &written {
+        let v = wait_ready(&a.addr, id).await;
+        for f in files_of(&a.addr, id, &v).await {
+            let r = reqwest::get(format!("http://{}/content/{id}/{f}", a.addr))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{id}/{f}");
+        }
+    }
+    drop((a, b, nodes));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_wait_for_every_web_server_on_sqlite() {
+    let root = tempfile::tempdir().unwrap();
+    let db = root.path().join("metadata.db").display().to_string();
+    changes_wait_for_every_web_server(("sqlite", &db), root.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_wait_for_every_web_server_on_etcd() {
+    let etcd = tritontube_core::testing::EtcdCluster::start().await;
+    let root = tempfile::tempdir().unwrap();
+    changes_wait_for_every_web_server(("etcd", &etcd.endpoints()), root.path()).await;
+}

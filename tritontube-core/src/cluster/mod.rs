@@ -41,7 +41,8 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr};
-use crate::metadata::{AdminLease, ClusterState, MetadataStore, NodeEntry, Versioned};
+use crate::metadata::lifecycle::now_ms;
+use crate::metadata::{AdminLease, ClusterAck, ClusterState, MetadataStore, NodeEntry, Versioned};
 use crate::ring::HashRange;
 use crate::ring::TokenRing;
 use crate::store::{ContentStore, GetOptions, MetaStream, PutOptions};
@@ -83,6 +84,13 @@ pub trait Nodes: Debug + Send + Sync + 'static {
     /// Routes reads and writes by `state` from now on (its `pending` list
     /// included).
     fn apply(&self, state: &ClusterState);
+    /// Refuses writes from `until_ms` (Unix ms) on, unless called again
+    /// with a later time: the moment this server's acknowledgement of the
+    /// cluster state lapses, after which changes no longer wait for it. By
+    /// default nothing is fenced.
+    fn fence_writes_after(&self, until_ms: i64) {
+        let _ = until_ms;
+    }
     /// Copies `key` from the node at `from` to the node at `to`, checked
     /// against `opts`. By default the bytes pass through this process.
     async fn copy(
@@ -162,6 +170,10 @@ pub struct ManagerConfig {
     pub copy_concurrency: usize,
     /// How long a new node has to answer its health check.
     pub health_timeout: Duration,
+    /// How long this server's acknowledgement of the cluster state lasts
+    /// without renewal (it is renewed every third of it): a ring change
+    /// waits at most about this long for a web server that stopped.
+    pub ack_ttl: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -171,6 +183,7 @@ impl Default for ManagerConfig {
             lock_ttl: Duration::from_secs(10),
             copy_concurrency: 8,
             health_timeout: Duration::from_secs(3),
+            ack_ttl: Duration::from_secs(6),
         }
     }
 }
@@ -539,6 +552,8 @@ impl ClusterManager {
             self.nodes.apply(&state.value);
             if all_up {
                 tracing::info!("finishing the interrupted ring change");
+                self.wait_acknowledged(state.version, "the pending ring")
+                    .await?;
                 self.set_progress(|p| p.change = "recovery: finish interrupted change".into());
                 let batches = scan::changed_batches(
                     &ring_of(&state.value.nodes, state.value.vnodes),
@@ -609,11 +624,13 @@ impl ClusterManager {
     where
         F: FnOnce(&ClusterState) -> Result<(Vec<NodeEntry>, Option<NodeAddr>)>,
     {
-        let state = self.state().await?;
+        let mut state = self.state().await?;
         if state.value.pending.is_some() || state.value.previous.is_some() {
-            return Err(Error::Refused {
-                reason: "an interrupted ring change must be recovered first (restart the web server or run repair)".into(),
-            });
+            // An earlier change was interrupted, or its clean-up could not
+            // run: finish it first, under this lock.
+            tracing::info!("finishing an earlier ring change before this one");
+            self.recover_locked(lock).await?;
+            state = self.state().await?;
         }
         // 2. Checks before any change.
         let (mut new_nodes, must_answer) = decide(&state.value)?;
@@ -643,6 +660,15 @@ impl ClusterManager {
             version,
         };
         self.nodes.apply(&state.value);
+        // Every live web server writes to the new owners too before the
+        // copy starts, so no file written meanwhile misses them.
+        if let Err(e) = self
+            .wait_acknowledged(state.version, "the pending ring")
+            .await
+        {
+            self.roll_back(state).await;
+            return Err(e);
+        }
 
         // 4–5. Plan from what nodes hold in the ranges that change owners,
         // copy.
@@ -859,6 +885,10 @@ impl ClusterManager {
     /// the two, or the whole ring when there is no previous layout), then
     /// clears `previous`.
     async fn cleanup(&self, state: Versioned<ClusterState>) -> Result<()> {
+        // No copy is deleted while a web server may still route by a ring
+        // that reads or writes it there.
+        self.wait_acknowledged(state.version, "the committed ring")
+            .await?;
         self.set_progress(|p| p.phase = Phase::Cleaning);
         let current = &state.value.nodes;
         let replicas = state.value.replicas as usize;
@@ -1084,22 +1114,36 @@ impl ClusterManager {
     }
 
     /// Keeps the data plane routed by the stored cluster state, following
-    /// changes made by other processes, until `shutdown` resolves.
+    /// changes made by other processes, until `shutdown` resolves; and
+    /// acknowledges the state it routes by (renewed every third of
+    /// [`ManagerConfig::ack_ttl`]), so ring changes wait for this server.
+    /// Writes are refused once the acknowledgement lapses (the metadata
+    /// store out of reach), until it is renewed.
     pub async fn follow(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut known = None;
+        let every = (self.config.ack_ttl / 3).max(Duration::from_millis(100));
         loop {
-            let wait = self
-                .meta
-                .wait_cluster_change(known, Duration::from_secs(10));
+            let wait = self.meta.wait_cluster_change(known, every);
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    // Gone: changes need not wait for this server.
+                    if let Some(v) = known {
+                        let _ = self.meta.put_cluster_ack(&ClusterAck {
+                            server: self.config.holder.clone(),
+                            version: v,
+                            until_ms: 0,
+                        }).await;
+                    }
+                    return;
+                }
                 r = wait => match r {
                     Ok(Some(v)) => {
                         if known != Some(v.version) {
                             self.nodes.apply(&v.value);
                             known = Some(v.version);
                         }
+                        self.acknowledge(v.version).await;
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -1108,6 +1152,55 @@ impl ClusterManager {
                     }
                 }
             }
+        }
+    }
+
+    /// Says this server routes by cluster state `version` (already applied).
+    async fn acknowledge(&self, version: u64) {
+        let until_ms = now_ms() + self.config.ack_ttl.as_millis() as i64;
+        let ack = ClusterAck {
+            server: self.config.holder.clone(),
+            version,
+            until_ms,
+        };
+        match self.meta.put_cluster_ack(&ack).await {
+            Ok(()) => self.nodes.fence_writes_after(until_ms),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not acknowledge the cluster state; writes stop when the last acknowledgement lapses");
+            }
+        }
+    }
+
+    /// Waits until every web server whose acknowledgement is live routes by
+    /// cluster state `version` or later; a server whose acknowledgement
+    /// lapses meanwhile is left out (it refuses writes until it catches
+    /// up). Fails, naming the laggards, after three acknowledgement
+    /// lifetimes.
+    async fn wait_acknowledged(&self, version: u64, what: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.ack_ttl * 3;
+        loop {
+            let now = now_ms();
+            let behind: Vec<String> = self
+                .meta
+                .cluster_acks()
+                .await?
+                .into_iter()
+                .filter(|a| a.until_ms > now && a.version < version)
+                .map(|a| a.server)
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable {
+                    what: format!("acknowledgement of {what}"),
+                    reason: format!(
+                        "web servers {} still route by an older ring",
+                        behind.join(", ")
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -28,6 +28,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     change_video_is_compare_and_set(store.clone()).await;
     active_videos_follow_their_phase(&*store).await;
     leases_fence_the_lifecycle(store.clone()).await;
+    cluster_acks_are_per_server(&*store).await;
     cluster_state_compare_and_swap(&*store).await;
     admin_lock_is_exclusive_and_expires(&*store).await;
 }
@@ -164,6 +165,39 @@ pub async fn leases_fence_the_lifecycle(store: Arc<dyn MetadataStore>) {
         Err(Error::NotFound { .. })
     ));
     assert!(store.list_active_videos(0).await.unwrap().is_empty());
+}
+
+/// Acknowledgements: one per server, replaced by the next, listed by
+/// server; an hour-old one is forgotten.
+pub async fn cluster_acks_are_per_server(store: &dyn MetadataStore) {
+    use super::ClusterAck;
+    let now = super::lifecycle::now_ms();
+    assert!(store.cluster_acks().await.unwrap().is_empty());
+    let ack = |server: &str, version, until_ms| ClusterAck {
+        server: server.into(),
+        version,
+        until_ms,
+    };
+    store
+        .put_cluster_ack(&ack("b", 3, now + 1000))
+        .await
+        .unwrap();
+    store
+        .put_cluster_ack(&ack("a", 3, now + 1000))
+        .await
+        .unwrap();
+    store
+        .put_cluster_ack(&ack("a", 5, now + 2000))
+        .await
+        .unwrap();
+    store
+        .put_cluster_ack(&ack("gone", 1, now - 7_200_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cluster_acks().await.unwrap(),
+        [ack("a", 5, now + 2000), ack("b", 3, now + 1000)]
+    );
 }
 
 /// `list_active_videos` lists exactly the videos in an active phase, however

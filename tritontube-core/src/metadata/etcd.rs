@@ -11,6 +11,7 @@
 //! | `<prefix>files/<ring hash, 16 lower-case hex>/<videoId>/<file>` | `{"size": .., "sha256": "<hex>"}`; lists by ring range in key order |
 //! | `<prefix>video-files/<videoId>/<file>` | the same record, for reading and deleting one video's |
 //! | `<prefix>generation/<videoId>` | the last generation handed out for the id, decimal; kept after a delete |
+//! | `<prefix>acks/<server>` | a web server's acknowledgement of the cluster state it routes by, JSON |
 //! | `<prefix>active/<videoId>` | the id, while the video is in an active phase (uploaded, processing, deleting); written in the same transaction as the record |
 //!
 //! A file record is written as both keys in one transaction (the hash is
@@ -32,8 +33,8 @@ use etcd_client::{
 };
 
 use super::{
-    AdminLease, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore, PageRequest,
-    Versioned, Video, VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState,
+    AdminLease, ClusterAck, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore,
+    PageRequest, Versioned, Video, VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState,
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
@@ -764,6 +765,34 @@ impl MetadataStore for EtcdMetadataStore {
         })
         .await;
         self.cluster_state().await
+    }
+
+    async fn put_cluster_ack(&self, ack: &ClusterAck) -> Result<()> {
+        let key = format!("{}acks/{}", self.prefix, ack.server);
+        let json = serde_json::to_vec(ack).map_err(|e| Error::backend("etcd", "encode", e))?;
+        self.txn(
+            "acknowledge the cluster state",
+            Txn::new().and_then(vec![TxnOp::put(key, json, None)]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn cluster_acks(&self) -> Result<Vec<ClusterAck>> {
+        let start = format!("{}acks/", self.prefix);
+        let end = format!("{}acks0", self.prefix);
+        let cutoff = super::lifecycle::now_ms() - 3_600_000;
+        let mut out = Vec::new();
+        for (k, v) in self.range(start, end, 0).await? {
+            let ack: ClusterAck = serde_json::from_slice(&v).map_err(|e| Error::Corrupt {
+                key: String::from_utf8_lossy(&k).to_string(),
+                reason: e.to_string(),
+            })?;
+            if ack.until_ms >= cutoff {
+                out.push(ack);
+            }
+        }
+        Ok(out)
     }
 
     async fn try_lock_admin(&self, holder: &str, ttl: Duration) -> Result<AdminLease> {

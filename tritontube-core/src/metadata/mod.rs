@@ -347,6 +347,24 @@ pub struct AdminLease {
     pub ttl: Duration,
 }
 
+/// A web server's word that it routes by a cluster state: it has applied
+/// the state of `version` (writes go to its owners, and to a pending
+/// change's owners too), and says so again before `until_ms`. A ring change
+/// copies only once every live acknowledgement has reached the pending
+/// state, and deletes surplus copies only once every one has reached the
+/// committed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterAck {
+    /// The web server (its server id).
+    pub server: String,
+    /// The cluster state version it has applied.
+    pub version: u64,
+    /// When the acknowledgement lapses, Unix milliseconds; a server whose
+    /// acknowledgement lapsed is left out of the count, and refuses writes
+    /// itself until it has caught up.
+    pub until_ms: i64,
+}
+
 /// The recorded truth about one stored file: its size and SHA-256 as
 /// measured when it was first stored. Replicas are checked against it, so it
 /// lives apart from any one node's copy.
@@ -457,6 +475,12 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<Option<Versioned<ClusterState>>>;
 
+    /// Writes (replaces) a web server's acknowledgement.
+    async fn put_cluster_ack(&self, ack: &ClusterAck) -> Result<()>;
+    /// Every acknowledgement written in the last hour, lapsed ones
+    /// included (older ones may be forgotten).
+    async fn cluster_acks(&self) -> Result<Vec<ClusterAck>>;
+
     /// Takes the admin lock unless another live holder has it.
     async fn try_lock_admin(&self, holder: &str, ttl: Duration) -> Result<AdminLease>;
     /// Extends a held lock by its ttl; fails with [`crate::Error::Locked`] if
@@ -540,6 +564,12 @@ macro_rules! forward_metadata {
                 timeout: Duration,
             ) -> Result<Option<Versioned<ClusterState>>> {
                 (**self).wait_cluster_change(known, timeout).await
+            }
+            async fn put_cluster_ack(&self, ack: &ClusterAck) -> Result<()> {
+                (**self).put_cluster_ack(ack).await
+            }
+            async fn cluster_acks(&self) -> Result<Vec<ClusterAck>> {
+                (**self).cluster_acks().await
             }
             async fn try_lock_admin(&self, holder: &str, ttl: Duration) -> Result<AdminLease> {
                 (**self).try_lock_admin(holder, ttl).await

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    AdminLease, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore, PageRequest,
-    Versioned, Video, VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState,
+    AdminLease, ClusterAck, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore,
+    PageRequest, Versioned, Video, VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState,
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
@@ -26,7 +26,7 @@ use crate::ring::{HashRange, key_hash};
 use crate::store::Sha256Digest;
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Metadata in a SQLite file.
 #[derive(Debug, Clone)]
@@ -126,6 +126,15 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     if version < 3 {
         create_v3(&tx)?;
+    }
+    if version < 4 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS cluster_acks (
+                 server TEXT PRIMARY KEY,
+                 version INTEGER NOT NULL,
+                 until_ms INTEGER NOT NULL
+             );",
+        )?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
@@ -816,6 +825,50 @@ impl MetadataStore for SqliteMetadataStore {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    async fn put_cluster_ack(&self, ack: &ClusterAck) -> Result<()> {
+        let ack = ack.clone();
+        let path = self.path.clone();
+        self.call("acknowledge the cluster state", move |c| {
+            c.execute(
+                "INSERT INTO cluster_acks (server, version, until_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(server) DO UPDATE SET version = ?2, until_ms = ?3",
+                params![ack.server, ack.version as i64, ack.until_ms],
+            )
+            .map_err(|e| sql_error(&path, "acknowledge the cluster state", e))?;
+            // Servers gone for an hour are forgotten.
+            c.execute(
+                "DELETE FROM cluster_acks WHERE until_ms < ?1",
+                [now_ms() - 3_600_000],
+            )
+            .map_err(|e| sql_error(&path, "forget old acknowledgements", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cluster_acks(&self) -> Result<Vec<ClusterAck>> {
+        let path = self.path.clone();
+        self.call("read acknowledgements", move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT server, version, until_ms FROM cluster_acks ORDER BY server",
+                )
+                .map_err(|e| sql_error(&path, "read acknowledgements", e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(ClusterAck {
+                        server: r.get(0)?,
+                        version: r.get::<_, i64>(1)? as u64,
+                        until_ms: r.get(2)?,
+                    })
+                })
+                .map_err(|e| sql_error(&path, "read acknowledgements", e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| sql_error(&path, "read acknowledgements", e))
+        })
+        .await
     }
 
     async fn try_lock_admin(&self, holder: &str, ttl: Duration) -> Result<AdminLease> {

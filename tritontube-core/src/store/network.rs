@@ -98,9 +98,27 @@ pub struct NetworkContentStore {
     clients: RwLock<HashMap<NodeAddr, NodeClient>>,
     config: NodeClientConfig,
     health: Arc<HealthTracker>,
+    /// Writes are refused from this time on (Unix ms) unless extended: the
+    /// time this server's acknowledgement of the cluster state lapses (see
+    /// [`Nodes::fence_writes_after`]); `i64::MAX` while nobody fences.
+    writes_until: std::sync::atomic::AtomicI64,
 }
 
 impl NetworkContentStore {
+    /// Refuses a write while this server's acknowledgement of the cluster
+    /// state has lapsed: a ring change may be copying without waiting for
+    /// it, so a write routed by a stale ring could miss a new owner.
+    fn check_fence(&self, key: &ContentKey) -> Result<()> {
+        let until = self.writes_until.load(std::sync::atomic::Ordering::SeqCst);
+        if crate::metadata::lifecycle::now_ms() < until {
+            return Ok(());
+        }
+        Err(Error::Unavailable {
+            what: format!("writing {key}"),
+            reason: "this web server lost touch with the cluster state; writes resume once it has caught up".into(),
+        })
+    }
+
     /// A store routing by `placement`, reaching nodes with `config`.
     pub fn new(placement: Placement, config: NodeClientConfig, health: Arc<HealthTracker>) -> Self {
         NetworkContentStore {
@@ -108,6 +126,7 @@ impl NetworkContentStore {
             clients: RwLock::new(HashMap::new()),
             config,
             health,
+            writes_until: std::sync::atomic::AtomicI64::new(i64::MAX),
         }
     }
 
@@ -282,6 +301,7 @@ impl ContentStore for NetworkContentStore {
         mut body: ByteStream,
         opts: PutOptions,
     ) -> Result<ObjectMeta> {
+        self.check_fence(key)?;
         let targets = self.write_targets(key);
         let needed = self.placement().replicas.min(targets.len()).max(1);
         if targets.is_empty() {
@@ -521,6 +541,7 @@ impl ContentStore for NetworkContentStore {
     }
 
     async fn delete(&self, key: &ContentKey) -> Result<()> {
+        self.check_fence(key)?;
         let mut targets = self.read_candidates(key);
         for n in self.write_targets(key) {
             if !targets.contains(&n) {
@@ -662,6 +683,11 @@ impl Nodes for NetworkContentStore {
 
     fn apply(&self, state: &ClusterState) {
         self.set_placement(Placement::from_state(state));
+    }
+
+    fn fence_writes_after(&self, until_ms: i64) {
+        self.writes_until
+            .store(until_ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Node to node (`CopyFrom`); through this process only if the target
