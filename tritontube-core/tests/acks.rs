@@ -11,7 +11,9 @@ use tokio::sync::oneshot;
 use tritontube_core::cluster::{ClusterManager, ManagerConfig, Nodes};
 use tritontube_core::metadata::lifecycle::now_ms;
 use tritontube_core::metadata::{ClusterAck, MetadataStore, NodeEntry, SqliteMetadataStore};
-use tritontube_core::store::{ContentStore, ContentStoreExt, LocalContentStore, NetworkContentStore};
+use tritontube_core::store::{
+    ContentStore, ContentStoreExt, LocalContentStore, NetworkContentStore,
+};
 use tritontube_core::{Error, NodeAddr};
 
 async fn start_node(dir: &std::path::Path) -> (NodeAddr, oneshot::Sender<()>) {
