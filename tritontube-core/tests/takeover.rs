@@ -84,10 +84,22 @@ async fn a_starting_server_takes_over_what_a_stopped_one_left() {
         Some(("web-dead", lapsed)),
     )
     .await;
-    // Transcoding on a server that died; its upload was spooled there.
+    // Transcoding on a server that died long ago; its upload was spooled
+    // there.
+    let long_ago = now_ms() - 600_000;
     left(
         &*meta,
         "lost",
+        1,
+        processing.clone(),
+        Some(("web-dead", long_ago)),
+    )
+    .await;
+    // The same, but its server stopped only just now: it may come back to
+    // finish the job, so it is not failed yet.
+    left(
+        &*meta,
+        "patient",
         1,
         processing.clone(),
         Some(("web-dead", lapsed)),

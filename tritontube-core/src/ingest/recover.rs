@@ -13,6 +13,11 @@ use crate::id::{ContentKey, VideoId};
 use crate::metadata::lifecycle::now_ms;
 use crate::metadata::{Phase, Video, VideoState, generation_of_file_name};
 
+/// Leases a job must have been lapsed for (in lease lengths, beyond the
+/// lapse) before a server without its spooled upload takes it over, which
+/// can only fail it.
+const FOREIGN_JOB_PATIENCE: i64 = 3;
+
 /// Starts the background task: every third of a lease, renew this server's
 /// leases and take over lapsed work; on the first round also work an
 /// earlier run of this server left, and sort out the spool.
@@ -75,9 +80,21 @@ impl Ingest {
                 let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
                 jobs.get(&v.id).is_some_and(|r| !*r.done.borrow())
             };
+            // A job this server cannot run (its upload was spooled by the
+            // server that stopped) could only be failed: give that server
+            // longer to come back and finish it itself.
+            let patience = if v.state.phase() == Phase::Processing
+                && !tokio::fs::try_exists(self.spool_path(&v.id, v.generation))
+                    .await
+                    .unwrap_or(false)
+            {
+                FOREIGN_JOB_PATIENCE * self.inner.config.lease.as_millis() as i64
+            } else {
+                0
+            };
             let free = match &v.lease {
                 None => true,
-                Some(l) => l.until_ms <= now || (first && l.holder == self.server_id()),
+                Some(l) => l.until_ms + patience <= now || (first && l.holder == self.server_id()),
             };
             if here || !free {
                 continue;
