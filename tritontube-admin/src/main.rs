@@ -67,17 +67,26 @@ enum Command {
         /// Admin address of a web server.
         server: String,
     },
-    /// Check that every file is on exactly its owners and every copy matches
-    /// the size and SHA-256 recorded when it was stored; reports missing,
-    /// corrupt, surplus and lost copies separately, exits non-zero if any.
+    /// Check that every stored file belongs to a video, is on exactly its
+    /// owners, and that every copy matches the size and SHA-256 recorded
+    /// when it was stored; reports missing, corrupt, surplus, lost,
+    /// conflict, orphan and unchecked files separately, with counts, and
+    /// exits non-zero if any.
     Verify {
         /// Admin address of a web server.
         server: String,
     },
-    /// Fix what verify finds: copy missing files, delete surplus copies.
+    /// Fix what verify finds: copy missing files, delete surplus copies,
+    /// and remove orphans (files of no video, and their file records) that
+    /// are still orphans after a grace period.
     Repair {
         /// Admin address of a web server.
         server: String,
+        /// Seconds to wait between finding orphans and re-checking them
+        /// before removal, so an upload's write in flight is never taken
+        /// for one (0 removes at once).
+        #[arg(long, default_value_t = 60, value_name = "N")]
+        orphan_grace_secs: u64,
     },
     /// Change a node's weight and migrate accordingly.
     Weight {
@@ -122,6 +131,7 @@ struct Reporter {
     bar: Option<ProgressBar>,
     quiet: bool,
     last_phase: String,
+    last_message: String,
 }
 
 impl Reporter {
@@ -141,6 +151,7 @@ impl Reporter {
             bar,
             quiet,
             last_phase: String::new(),
+            last_message: String::new(),
         }
     }
 
@@ -155,7 +166,14 @@ impl Reporter {
                 p.phase, p.files_done, p.files_total, p.bytes_done, p.bytes_total
             );
         }
+        if !self.quiet && !p.message.is_empty() && p.message != self.last_message {
+            match &self.bar {
+                Some(b) => b.println(&p.message),
+                None => eprintln!("{}", p.message),
+            }
+        }
         self.last_phase.clone_from(&p.phase);
+        self.last_message.clone_from(&p.message);
     }
 
     fn finish(&self) {
@@ -172,7 +190,7 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
         | Command::Remove { server, .. }
         | Command::Status { server }
         | Command::Verify { server }
-        | Command::Repair { server }
+        | Command::Repair { server, .. }
         | Command::Weight { server, .. }
         | Command::Move { server, .. } => server.clone(),
     };
@@ -245,14 +263,38 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
                 println!("Number of files migrated: {}", out.migrated);
             }
         }
-        Command::Repair { .. } => {
-            let out = client.repair(|p| reporter.update(p)).await;
+        Command::Repair {
+            orphan_grace_secs, ..
+        } => {
+            let grace = std::time::Duration::from_secs(orphan_grace_secs);
+            let out = client.repair(Some(grace), |p| reporter.update(p)).await;
             reporter.finish();
             let out = out?;
             if cli.json {
-                println!("{}", json!({ "copies_made": out.migrated }));
+                println!(
+                    "{}",
+                    json!({
+                        "copies_made": out.copies_made,
+                        "orphans_removed": out.orphans_removed,
+                        "orphans_kept": out.orphans_kept,
+                        "orphans_skipped": out.orphans_skipped,
+                    })
+                );
             } else {
-                println!("Repair finished; file copies made: {}", out.migrated);
+                println!("Repair finished; file copies made: {}", out.copies_made);
+                println!("Orphans removed: {}", out.orphans_removed);
+                if out.orphans_kept > 0 {
+                    println!(
+                        "Orphans kept (their video was recorded during the grace period): {}",
+                        out.orphans_kept
+                    );
+                }
+                if out.orphans_skipped > 0 {
+                    println!(
+                        "Files skipped (video record unreadable, or a copy not deleted; see the web server's log): {}",
+                        out.orphans_skipped
+                    );
+                }
             }
         }
         Command::Status { .. } => {
@@ -335,7 +377,8 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
         }
         Command::Verify { .. } => {
             let v = client.verify().await?;
-            // Counted by kind: missing, corrupt, surplus (extra), lost, conflict.
+            // Counted by kind: missing, corrupt, surplus (extra), lost,
+            // conflict, orphan, unchecked.
             let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
             for p in &v.problems {
                 *by_kind.entry(p.kind.as_str()).or_default() += 1;
@@ -353,7 +396,7 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
             } else {
                 println!("Files checked: {}", v.files_checked);
                 if v.problems.is_empty() {
-                    println!("Every file is on exactly its owners.");
+                    println!("Every file belongs to its video and is on exactly its owners.");
                 } else {
                     let counts: Vec<String> =
                         by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();

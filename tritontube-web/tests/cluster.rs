@@ -196,6 +196,7 @@ async fn a_web_server_killed_mid_migration_recovers_by_itself() {
     let args = ["--replicas", "2", "--vnodes", vn.as_str()];
     let mut web = start_web(root.path(), http, admin_port, &addrs[..3], &args).await;
     let keys = fill(&addrs[..3], 600, 512 * 1024, VNODES).await;
+    record_videos(&sqlite_meta(root.path()), &keys).await;
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let admin = AdminClient::connect(&admin_addr, Some(ADMIN_TOKEN.into()))
         .await
@@ -295,7 +296,8 @@ async fn refused_changes_leave_the_cluster_as_it_was() {
     let admin = AdminClient::connect(&admin_addr, Some("s3cret".into()))
         .await
         .unwrap();
-    fill(&addrs[..2], 300, 256 * 1024, VNODES).await;
+    let keys = fill(&addrs[..2], 300, 256 * 1024, VNODES).await;
+    record_videos(&sqlite_meta(root.path()), &keys).await;
     let before = admin.status().await.unwrap();
 
     let dead = format!("127.0.0.1:{}", free_port());
@@ -503,6 +505,7 @@ async fn an_abandoned_course_protocol_call_does_not_wedge_the_cluster() {
     )
     .await;
     let keys = fill(&addrs[..3], 400, 256 * 1024, VNODES).await;
+    record_videos(&sqlite_meta(root.path()), &keys).await;
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let admin = AdminClient::connect(&admin_addr, Some(ADMIN_TOKEN.into()))
         .await

@@ -326,6 +326,7 @@ async fn a_node_down_too_long_is_re_replicated_from_the_survivors() {
         .unwrap();
     let (count, size) = (400, 128 * 1024);
     let keys = fill(&addrs, count, size, VNODES).await;
+    record_videos(&sqlite_meta(root.path()), &keys).await;
     until_clean(&admin, Duration::from_secs(10)).await;
     let urls = Arc::new(key_urls(&web.addr, &keys[..80]).await);
     let readers = Readers::start(urls.clone(), 1);
@@ -503,7 +504,11 @@ async fn two_web_servers_share_one_etcd_cluster() {
 
     // A ring change through A: B's admin lock refusal while it runs, and B
     // routing by the new ring soon after it commits.
-    fill(&addrs[..3], 300, 256 * 1024, VNODES).await;
+    let keys = fill(&addrs[..3], 300, 256 * 1024, VNODES).await;
+    let meta = tritontube_core::metadata::EtcdMetadataStore::connect(&endpoints)
+        .await
+        .unwrap();
+    record_videos(&meta, &keys).await;
     let epoch = healthz(&b.addr).await["ring_epoch"].as_u64().unwrap();
     let change = {
         let admin = AdminClient::connect(&admin_a_addr, Some(ADMIN_TOKEN.into()))

@@ -182,7 +182,7 @@ async fn rotten_copies_are_never_served_repaired_from_the_record_or_reported_los
     let deadline = Instant::now() + Duration::from_secs(60);
     let want_left = vec![("lost".to_string(), format!("rot/{lost}"))];
     loop {
-        let _ = admin.repair(|_| {}).await;
+        let _ = admin.repair(None, |_| {}).await;
         let left: Vec<(String, String)> = problems(&admin)
             .await
             .into_iter()
@@ -223,6 +223,7 @@ async fn a_member_under_another_name_or_a_copied_directory_is_refused() {
     let _web = start_web(root, http, admin_port, &addrs, &["--vnodes", "64"]).await;
     let h = format!("127.0.0.1:{http}");
     let keys = fill(&addrs, 40, 3000, 64).await;
+    record_videos(&sqlite_meta(root), &keys).await;
     let admin = admin_at(admin_port).await;
     let clean = |p: Vec<(String, String, String)>| p.is_empty();
     assert!(clean(problems(&admin).await));
@@ -280,6 +281,7 @@ async fn a_member_moved_to_a_new_address_keeps_its_files_and_nothing_is_copied()
     let _web = start_web(root, http, admin_port, &addrs, &["--vnodes", "64"]).await;
     let h = format!("127.0.0.1:{http}");
     let keys = fill(&addrs, 30, 2000, 64).await;
+    record_videos(&sqlite_meta(root), &keys).await;
     let admin = admin_at(admin_port).await;
     // The web server learns the members' ids in the background.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -356,7 +358,7 @@ async fn a_member_moved_to_a_new_address_keeps_its_files_and_nothing_is_copied()
 /// Files stored before checksums were recorded (an older version's
 /// cluster) get their records once, at start-up, where all their copies
 /// agree; a file whose copies disagree is left unrecorded and reported as a
-/// conflict; files of no known video are not recorded.
+/// conflict; files of no known video are not recorded (and are orphans).
 #[tokio::test(flavor = "multi_thread")]
 async fn older_files_get_their_checksums_recorded_once_where_copies_agree() {
     use tritontube_core::metadata::{
@@ -428,13 +430,17 @@ async fn older_files_get_their_checksums_recorded_once_where_copies_agree() {
     );
     let admin = admin_at(admin_port).await;
     let found = problems(&admin).await;
+    let (orphans, others): (Vec<_>, Vec<_>) = found.iter().partition(|p| p.0 == "orphan");
     assert_eq!(
-        found,
-        vec![(
+        others,
+        vec![&(
             "conflict".to_string(),
             disputed.to_string(),
-            found[0].2.clone()
+            others[0].2.clone()
         )],
-        "only the disputed file is reported"
+        "of bulk0, only the disputed file is reported"
     );
+    let orphans: Vec<&str> = orphans.iter().map(|p| p.1.as_str()).collect();
+    let bulk1: Vec<String> = keys[50..].iter().map(|k| k.to_string()).collect();
+    assert_eq!(orphans, bulk1, "bulk1's files, of no video, are orphans");
 }

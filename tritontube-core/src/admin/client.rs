@@ -20,6 +20,20 @@ pub struct ChangeOutcome {
     pub migrated: u64,
 }
 
+/// The result of a repair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairOutcome {
+    /// File copies made.
+    pub copies_made: u64,
+    /// Orphans (files of no video) removed, copies and file records.
+    pub orphans_removed: u64,
+    /// Orphans kept because they became live during the grace period.
+    pub orphans_kept: u64,
+    /// Files left alone because their video record could not be read, or a
+    /// copy could not be deleted (the web server's log names each).
+    pub orphans_skipped: u64,
+}
+
 /// The cluster status as the admin service reports it.
 pub type StatusReport = pb::StatusResponse;
 
@@ -144,15 +158,26 @@ impl AdminClient {
         Ok(())
     }
 
-    /// Repairs placement, calling `progress` with each update.
-    pub async fn repair(&self, progress: impl FnMut(&pb::ChangeProgress)) -> Result<ChangeOutcome> {
+    /// Repairs placement and removes orphans, calling `progress` with each
+    /// update. An orphan is removed only if it still is one `orphan_grace`
+    /// after it was found (`None`: the server's default, 60 s).
+    pub async fn repair(
+        &self,
+        orphan_grace: Option<Duration>,
+        progress: impl FnMut(&pb::ChangeProgress),
+    ) -> Result<RepairOutcome> {
         let mut c = ClusterAdminClient::new(self.channel.clone());
-        let stream = c
-            .repair(self.request(pb::RepairRequest {}))
-            .await
-            .map_err(|s| self.error(s))?
-            .into_inner();
-        self.follow(stream, progress).await
+        let req = self.request(pb::RepairRequest {
+            orphan_grace_secs: orphan_grace.map(|g| g.as_secs()),
+        });
+        let stream = c.repair(req).await.map_err(|s| self.error(s))?.into_inner();
+        let last = self.follow_to_end(stream, progress).await?;
+        Ok(RepairOutcome {
+            copies_made: last.migrated_file_count,
+            orphans_removed: last.orphans_removed,
+            orphans_kept: last.orphans_kept,
+            orphans_skipped: last.orphans_skipped,
+        })
     }
 
     /// Cluster status with every node's health.
@@ -165,7 +190,8 @@ impl AdminClient {
         Ok(r.into_inner())
     }
 
-    /// Checks every file is on exactly its owners.
+    /// Checks every file belongs to a video, is on exactly its owners and
+    /// matches its record (orphans reported as such).
     pub async fn verify(&self) -> Result<pb::VerifyResponse> {
         let mut c = ClusterAdminClient::new(self.channel.clone());
         let r = c
@@ -177,9 +203,21 @@ impl AdminClient {
 
     async fn follow(
         &self,
+        stream: tonic::Streaming<pb::ChangeProgress>,
+        progress: impl FnMut(&pb::ChangeProgress),
+    ) -> Result<ChangeOutcome> {
+        let last = self.follow_to_end(stream, progress).await?;
+        Ok(ChangeOutcome {
+            migrated: last.migrated_file_count,
+        })
+    }
+
+    /// Follows a progress stream to its final ("done") message.
+    async fn follow_to_end(
+        &self,
         mut stream: tonic::Streaming<pb::ChangeProgress>,
         mut progress: impl FnMut(&pb::ChangeProgress),
-    ) -> Result<ChangeOutcome> {
+    ) -> Result<pb::ChangeProgress> {
         let mut last = None;
         while let Some(msg) = stream.next().await {
             let msg = msg.map_err(|s| self.error(s))?;
@@ -187,9 +225,7 @@ impl AdminClient {
             last = Some(msg);
         }
         match last {
-            Some(m) if m.phase == "done" => Ok(ChangeOutcome {
-                migrated: m.migrated_file_count,
-            }),
+            Some(m) if m.phase == "done" => Ok(m),
             _ => Err(Error::Unavailable {
                 what: format!("admin service at {}", self.server),
                 reason: "the progress stream ended before the change finished".into(),

@@ -14,7 +14,7 @@
 
 mod client;
 
-pub use client::{AdminClient, ChangeOutcome, StatusReport};
+pub use client::{AdminClient, ChangeOutcome, RepairOutcome, StatusReport};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +25,10 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{ClusterManager, Liveness, Phase, Progress, ring_of};
+use crate::cluster::{
+    ClusterManager, DEFAULT_ORPHAN_GRACE, Liveness, Phase, Progress, RepairOptions, RepairReport,
+    ring_of,
+};
 use crate::error::Error;
 use crate::id::NodeAddr;
 use crate::proto::admin::video_content_admin_service_server::{
@@ -228,14 +231,40 @@ fn to_pb(p: &Progress) -> pb::ChangeProgress {
         bytes_done: p.bytes_done,
         migrated_file_count: p.migrated,
         message: p.message.clone(),
+        orphans_removed: p.orphans_removed,
+        orphans_kept: p.orphans_kept,
+        orphans_skipped: p.orphans_skipped,
+    }
+}
+
+/// The outcome of a background change, written into its final progress
+/// message.
+trait Outcome: Send + 'static {
+    fn write_to(self, last: &mut pb::ChangeProgress);
+}
+
+/// A ring change: the number of file copies moved.
+impl Outcome for u64 {
+    fn write_to(self, last: &mut pb::ChangeProgress) {
+        last.migrated_file_count = self;
+    }
+}
+
+impl Outcome for RepairReport {
+    fn write_to(self, last: &mut pb::ChangeProgress) {
+        last.migrated_file_count = self.copies_made;
+        last.orphans_removed = self.orphans_removed;
+        last.orphans_kept = self.orphans_kept;
+        last.orphans_skipped = self.orphans_skipped;
     }
 }
 
 /// Runs `change` in the background and streams its progress; the last
 /// message carries the outcome (or the stream ends with the error).
-fn run_with_progress<F>(manager: &Arc<ClusterManager>, change: F) -> ProgressStream
+fn run_with_progress<F, T>(manager: &Arc<ClusterManager>, change: F) -> ProgressStream
 where
-    F: Future<Output = crate::Result<u64>> + Send + 'static,
+    F: Future<Output = crate::Result<T>> + Send + 'static,
+    T: Outcome,
 {
     let mut rx = manager.subscribe();
     let (tx, out) = tokio::sync::mpsc::channel(16);
@@ -246,10 +275,10 @@ where
             tokio::select! {
                 done = &mut task => {
                     let msg = match done {
-                        Ok(Ok(n)) => {
+                        Ok(Ok(outcome)) => {
                             let mut last = to_pb(&rx.borrow());
                             last.phase = Phase::Done.name().into();
-                            last.migrated_file_count = n;
+                            outcome.write_to(&mut last);
                             Ok(last)
                         }
                         Ok(Err(e)) => Err(refused(e)),
@@ -444,12 +473,18 @@ impl ClusterAdmin for AdminService {
     type RepairStream = ProgressStream;
     async fn repair(
         &self,
-        _: Request<pb::RepairRequest>,
+        req: Request<pb::RepairRequest>,
     ) -> Result<Response<ProgressStream>, Status> {
+        let options = RepairOptions {
+            orphan_grace: req
+                .get_ref()
+                .orphan_grace_secs
+                .map_or(DEFAULT_ORPHAN_GRACE, std::time::Duration::from_secs),
+        };
         let m = self.manager.clone();
         Ok(Response::new(run_with_progress(
             &self.manager,
-            async move { m.repair().await },
+            async move { m.repair_with(&options).await },
         )))
     }
 }

@@ -19,14 +19,26 @@
 //! All of that state lives in the [`MetadataStore`], not in this process: if
 //! the process dies anywhere, [`ClusterManager::recover`] (run at start-up)
 //! finishes the change, or rolls it back when a new node is gone.
+//!
+//! [`ClusterManager::verify`] also reports orphans: stored files (and file
+//! records) of no video, that is of a video id with no record, or of
+//! another generation than the recorded one (the generation is in the file
+//! name, see [`crate::metadata::generation_of_file_name`]); a file of the
+//! recorded generation is live whatever its video's state.
+//! [`ClusterManager::repair_with`] removes them after a grace period, once
+//! a fresh read of their video's record still says so. A video record that
+//! cannot be read decides nothing: its files are reported as unchecked and
+//! never deleted.
 
 mod heal;
 pub mod health;
+mod orphans;
 mod plan;
 mod scan;
 
 pub use heal::{HealConfig, run_healer};
 pub use health::{HealthConfig, HealthTracker, Liveness, NodeLiveness};
+pub use orphans::{DEFAULT_ORPHAN_GRACE, MAX_ORPHAN_GRACE, RepairOptions, RepairReport};
 pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, Recorded, owners_of, plan};
 
 use std::collections::BTreeSet;
@@ -119,6 +131,12 @@ pub enum Phase {
     Committing,
     /// Deleting copies no longer owned.
     Cleaning,
+    /// Repair: waiting out the grace period before re-checking the orphans
+    /// found.
+    OrphanGrace,
+    /// Repair: re-checking the orphans found and removing those still
+    /// orphans.
+    RemovingOrphans,
     /// Finished (successfully or not; see `message`).
     Done,
 }
@@ -132,6 +150,8 @@ impl Phase {
             Phase::Copying => "copying",
             Phase::Committing => "committing",
             Phase::Cleaning => "cleaning",
+            Phase::OrphanGrace => "grace",
+            Phase::RemovingOrphans => "orphans",
             Phase::Done => "done",
         }
     }
@@ -144,16 +164,25 @@ pub struct Progress {
     pub phase: Phase,
     /// What the change is, for people ("add localhost:8093").
     pub change: String,
-    /// File copies to make.
+    /// File copies to make (in a repair's orphan phases: orphans to
+    /// re-check).
     pub files_total: u64,
-    /// File copies made.
+    /// File copies made (orphans re-checked).
     pub files_done: u64,
-    /// Bytes to copy.
+    /// Bytes to copy (of the orphans to re-check).
     pub bytes_total: u64,
-    /// Bytes copied.
+    /// Bytes copied (of the orphans re-checked).
     pub bytes_done: u64,
     /// Copies made, set when done.
     pub migrated: u64,
+    /// Repair: orphans removed so far.
+    pub orphans_removed: u64,
+    /// Repair: orphans kept because they became live during the grace
+    /// period.
+    pub orphans_kept: u64,
+    /// Repair: files left alone because their video record could not be
+    /// read, or a copy could not be deleted.
+    pub orphans_skipped: u64,
     /// Outcome or latest news.
     pub message: String,
 }
@@ -191,10 +220,10 @@ impl Default for ManagerConfig {
 /// The result of [`ClusterManager::verify`].
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
-    /// Distinct files found.
+    /// Distinct files found (orphans included).
     pub files_checked: u64,
-    /// Everything found wrong (empty: every file is on exactly its owners
-    /// and all copies agree).
+    /// Everything found wrong (empty: every file belongs to its video, is
+    /// on exactly its owners, and all copies agree).
     pub problems: Vec<Problem>,
 }
 
@@ -943,9 +972,14 @@ impl ClusterManager {
         Ok(())
     }
 
-    /// Checks that every file is on exactly its owners and that every copy
-    /// matches the size and SHA-256 recorded when it was stored. Works range
-    /// by range, several at once, in bounded memory.
+    /// Checks that every stored file belongs to a video, that every other
+    /// file is on exactly its owners, and that every copy matches the size
+    /// and SHA-256 recorded when it was stored. Orphans (see the module
+    /// docs) are reported once each as [`Problem::Orphan`], never as
+    /// missing, surplus or lost; a file whose video record cannot be read as
+    /// [`Problem::Unchecked`]. Works range by range, several at once, in
+    /// bounded memory (but for the problems found), reading each video's
+    /// record once per run while a bounded cache holds it.
     pub async fn verify(&self) -> Result<VerifyReport> {
         let state = self.state().await?.value;
         let mut all = state.nodes.clone();
@@ -954,23 +988,31 @@ impl ClusterManager {
         }
         let ring = ring_of(&state.nodes, state.vnodes);
         let mut report = VerifyReport::default();
+        let videos = orphans::VideoRecords::new(self.meta.clone());
         self.scan_all(
             &all,
             &ring,
             state.replicas as usize,
             scan::whole_ring(),
-            |p| {
+            &videos,
+            |p, orphans| {
                 report.files_checked += p.files;
                 report.problems.extend(p.all_problems());
+                report
+                    .problems
+                    .extend(orphans.iter().map(orphans::Orphan::problem));
             },
         )
         .await?;
         Ok(report)
     }
 
-    /// Makes what [`ClusterManager::verify`] finds right: missing and bad
-    /// copies are copied from good ones, then surplus copies are deleted.
-    /// Returns the number of copies made.
+    /// Makes the placement [`ClusterManager::verify`] checks right: missing
+    /// and bad copies are copied from good ones, then surplus copies are
+    /// deleted. Orphans are left alone (their copies are placed like any
+    /// file's): this is the repair the healer runs on its own;
+    /// [`ClusterManager::repair_with`] also removes orphans. Returns the
+    /// number of copies made.
     pub async fn repair(&self) -> Result<u64> {
         let lease = self
             .meta
@@ -999,6 +1041,78 @@ impl ClusterManager {
         lock.stop();
         self.set_progress(|p| p.phase = Phase::Done);
         result
+    }
+
+    /// Makes everything [`ClusterManager::verify`] finds right that can be:
+    /// missing and bad copies of files of a video are copied from good
+    /// ones, surplus copies deleted, and then the orphans found removed
+    /// from every node holding them, their file records forgotten. An orphan
+    /// is removed only after `options.orphan_grace`, and only if a fresh
+    /// read of its video's record then still makes it one, so that a write
+    /// in flight is never taken for an orphan. A file whose video record
+    /// cannot be read is never deleted. Lost and disputed files stay as
+    /// they are (reported by verify).
+    ///
+    /// Takes the admin lock for the whole run, grace period included;
+    /// [`Error::Locked`] if a change or another repair holds it. If a ring
+    /// change was interrupted, only its recovery is done (run it again).
+    pub async fn repair_with(&self, options: &RepairOptions) -> Result<RepairReport> {
+        if options.orphan_grace > MAX_ORPHAN_GRACE {
+            return Err(Error::invalid(
+                "orphan grace period",
+                format!("{} s", options.orphan_grace.as_secs()),
+                format!("at most {} s", MAX_ORPHAN_GRACE.as_secs()),
+            ));
+        }
+        let lease = self
+            .meta
+            .try_lock_admin(&self.config.holder, self.config.lock_ttl)
+            .await?;
+        let lock = HeldLock::start(self.meta.clone(), lease);
+        let result = self.repair_locked(options, &lock).await;
+        let _ = self.meta.unlock_admin(&lock.lease).await;
+        lock.stop();
+        self.set_progress(|p| {
+            p.phase = Phase::Done;
+            match &result {
+                Ok(r) => {
+                    p.migrated = r.copies_made;
+                    p.orphans_removed = r.orphans_removed;
+                    p.orphans_kept = r.orphans_kept;
+                    p.orphans_skipped = r.orphans_skipped;
+                    p.message = format!("repair: done, {r}");
+                }
+                Err(e) => p.message = format!("repair: failed: {e}"),
+            }
+        });
+        result
+    }
+
+    async fn repair_locked(
+        &self,
+        options: &RepairOptions,
+        lock: &HeldLock,
+    ) -> Result<RepairReport> {
+        let state = self.state().await?;
+        if state.value.pending.is_some() {
+            self.recover_locked(lock).await?;
+            return Ok(RepairReport::default());
+        }
+        self.progress.send_replace(Progress {
+            phase: Phase::Planning,
+            change: "repair".into(),
+            ..Progress::default()
+        });
+        let videos = orphans::VideoRecords::new(self.meta.clone());
+        let (copies_made, found, unchecked) = self.judged_copy_phase(&state.value, &videos).await?;
+        let members = state.value.nodes.clone();
+        self.cleanup(state).await?;
+        let mut report = self
+            .remove_orphans(&members, found, options.orphan_grace, lock)
+            .await?;
+        report.copies_made = copies_made;
+        report.orphans_skipped += unchecked;
+        Ok(report)
     }
 
     /// Restores the replica count of every file while the nodes in `down`

@@ -12,8 +12,12 @@
 //! only if it matches that record; copies are never compared with each
 //! other to decide. A file with no good copy is reported lost and nothing is
 //! copied or deleted for it. Only for a file with no record at all (stored
-//! before records existed, or orphaned) do the copies vote, and a tie is
-//! reported as a conflict, never settled by chance.
+//! before records existed) do the copies vote, and a tie is reported as a
+//! conflict, never settled by chance.
+//!
+//! Which files belong to a video at all is not decided here: verify and
+//! repair take the orphans out of a batch first (see `orphans.rs`), so an
+//! orphan is never also reported as missing, surplus or lost.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -100,10 +104,35 @@ pub enum Problem {
         /// Details.
         detail: String,
     },
+    /// A stored file (or only its file record) that belongs to no video:
+    /// no video of its id is recorded, or the recorded one is another
+    /// generation (see the `cluster` module's orphan rules). One problem
+    /// per file, whatever its copies; never also reported as missing,
+    /// surplus or lost.
+    Orphan {
+        /// The file.
+        key: ContentKey,
+        /// The first node holding a copy, or (record only) its first owner.
+        node: NodeAddr,
+        /// Why it is one, and where its copies are.
+        detail: String,
+    },
+    /// A file whose video record could not be read, so whether it is an
+    /// orphan is unknown. It is checked like a live file otherwise, and
+    /// never deleted as an orphan.
+    Unchecked {
+        /// The file.
+        key: ContentKey,
+        /// The first node holding a copy, or (record only) its first owner.
+        node: NodeAddr,
+        /// The error.
+        detail: String,
+    },
 }
 
 impl Problem {
-    /// `"missing"`, `"surplus"`, `"corrupt"`, `"lost"` or `"conflict"`.
+    /// `"missing"`, `"surplus"`, `"corrupt"`, `"lost"`, `"conflict"`,
+    /// `"orphan"` or `"unchecked"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Problem::Missing { .. } => "missing",
@@ -111,6 +140,8 @@ impl Problem {
             Problem::Corrupt { .. } => "corrupt",
             Problem::Lost { .. } => "lost",
             Problem::Conflict { .. } => "conflict",
+            Problem::Orphan { .. } => "orphan",
+            Problem::Unchecked { .. } => "unchecked",
         }
     }
 
@@ -119,7 +150,9 @@ impl Problem {
         match self {
             Problem::Corrupt { detail, .. }
             | Problem::Lost { detail, .. }
-            | Problem::Conflict { detail, .. } => detail,
+            | Problem::Conflict { detail, .. }
+            | Problem::Orphan { detail, .. }
+            | Problem::Unchecked { detail, .. } => detail,
             _ => "",
         }
     }
@@ -131,7 +164,9 @@ impl Problem {
             | Problem::Surplus { key, .. }
             | Problem::Corrupt { key, .. }
             | Problem::Lost { key, .. }
-            | Problem::Conflict { key, .. } => key,
+            | Problem::Conflict { key, .. }
+            | Problem::Orphan { key, .. }
+            | Problem::Unchecked { key, .. } => key,
         }
     }
 
@@ -142,7 +177,9 @@ impl Problem {
             | Problem::Surplus { node, .. }
             | Problem::Corrupt { node, .. }
             | Problem::Lost { node, .. }
-            | Problem::Conflict { node, .. } => node,
+            | Problem::Conflict { node, .. }
+            | Problem::Orphan { node, .. }
+            | Problem::Unchecked { node, .. } => node,
         }
     }
 }

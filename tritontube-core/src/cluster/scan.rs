@@ -5,9 +5,17 @@
 //! Working a range batch at a time keeps memory bounded whatever the number
 //! of files, and lets a ring change list only the ranges whose owners
 //! change (the ring [`diff`]) instead of everything stored.
+//!
+//! Verify and repair also judge every key of a batch by its video's record
+//! ([`ClusterManager::scan_judged`]): orphans leave the batch before it is
+//! planned. Ring changes and their clean-up do not: they move and keep
+//! whatever is stored.
+
+use std::collections::BTreeSet;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::orphans::{Orphan, VideoRecords, split_orphans};
 use super::{ClusterManager, Holdings, Plan, Recorded, node_error, plan, ring_of};
 use crate::error::{Error, Result};
 use crate::id::ContentKey;
@@ -226,24 +234,61 @@ impl ClusterManager {
         Ok(plan(&holdings, ring, replicas, &recorded))
     }
 
-    /// [`ClusterManager::scan`] over many batches, several at once, folding
-    /// each plan with `fold` as it arrives.
+    /// [`ClusterManager::scan`], after taking out the orphans (judged by
+    /// their videos' records, read through `videos`: one read per distinct
+    /// video id of the batch at most). The plan covers the other files, and
+    /// its problems include an unchecked one for each file whose video
+    /// record could not be read; its file count includes the orphans.
+    pub(crate) async fn scan_judged(
+        &self,
+        nodes: &[NodeEntry],
+        required: &[NodeEntry],
+        ranges: &[HashRange],
+        ring: &TokenRing,
+        replicas: usize,
+        videos: &VideoRecords,
+    ) -> Result<(Plan, Vec<Orphan>)> {
+        let (mut holdings, mut recorded) = futures::try_join!(
+            self.holdings_in(nodes, required, ranges),
+            self.recorded_in(ranges)
+        )?;
+        let ids: BTreeSet<&crate::id::VideoId> = holdings
+            .keys()
+            .chain(recorded.keys())
+            .map(ContentKey::video)
+            .collect();
+        let records = videos.records(ids).await;
+        let (orphans, unchecked) =
+            split_orphans(&mut holdings, &mut recorded, &records, ring, replicas);
+        let mut plan = plan(&holdings, ring, replicas, &recorded);
+        plan.files += orphans.len() as u64;
+        plan.problems.extend(unchecked);
+        Ok((plan, orphans))
+    }
+
+    /// [`ClusterManager::scan_judged`] over many batches, several at once,
+    /// folding each plan and its orphans with `fold` as they arrive.
     pub(crate) async fn scan_all<F>(
         &self,
         nodes: &[NodeEntry],
         ring: &TokenRing,
         replicas: usize,
         batches: Vec<Vec<HashRange>>,
+        videos: &VideoRecords,
         mut fold: F,
     ) -> Result<()>
     where
-        F: FnMut(Plan),
+        F: FnMut(Plan, Vec<Orphan>),
     {
         let mut plans = futures::stream::iter(batches)
-            .map(|b| async move { self.scan(nodes, &[], &b, ring, replicas).await })
+            .map(|b| async move {
+                self.scan_judged(nodes, &[], &b, ring, replicas, videos)
+                    .await
+            })
             .buffered(PARALLEL_BATCHES);
         while let Some(p) = plans.next().await {
-            fold(p?);
+            let (plan, orphans) = p?;
+            fold(plan, orphans);
         }
         Ok::<(), Error>(())
     }

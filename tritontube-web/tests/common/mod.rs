@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
+use tritontube_core::metadata::{MetadataStore, SqliteMetadataStore, Video, VideoState};
 use tritontube_core::store::{ContentStoreExt, NetworkContentStore};
 pub use tritontube_core::testing::free_port;
 use tritontube_core::{ContentKey, NodeAddr};
@@ -275,4 +276,25 @@ pub async fn fill(addrs: &[String], n: usize, size: usize, vnodes: u32) -> Vec<C
         t.await.unwrap();
     }
     keys
+}
+
+/// The SQLite metadata store [`start_web`] gives its web servers under
+/// `root` (opened beside them, as another process would).
+pub fn sqlite_meta(root: &Path) -> SqliteMetadataStore {
+    SqliteMetadataStore::open(root.join("metadata.db")).unwrap()
+}
+
+/// Records a ready video (first generation) for every video id of `keys`
+/// that has none, so that files put straight onto the nodes (as [`fill`]
+/// does) belong to a video: verify reports files of no video as orphans.
+pub async fn record_videos(meta: &dyn MetadataStore, keys: &[ContentKey]) {
+    let ids: std::collections::BTreeSet<_> = keys.iter().map(|k| k.video()).collect();
+    for id in ids {
+        let mut v = Video::new(id.clone(), id.as_str());
+        v.state = VideoState::Ready;
+        match meta.create_video(&v).await {
+            Ok(()) | Err(tritontube_core::Error::AlreadyExists { .. }) => {}
+            Err(e) => panic!("cannot record video {id}: {e}"),
+        }
+    }
 }
