@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use tritontube::store::{ContentStoreExt, NetworkContentStore};
+use tritontube::cluster::NetworkContentStore;
+use tritontube::store::ContentStoreExt;
 use tritontube::{ContentKey, NodeAddr};
 
 #[tokio::main]

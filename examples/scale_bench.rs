@@ -40,8 +40,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tritontube::NodeAddr;
 use tritontube::cluster::{Holdings, Recorded, plan};
+use tritontube::node::{NodeClient, NodeClientConfig};
 use tritontube::ring::{DEFAULT_VNODES, HashRange, TokenRing, diff};
-use tritontube::store::{NodeClient, NodeClientConfig};
 use tritontube::testing::free_port;
 
 const FILES_PER_VIDEO: u64 = 600;

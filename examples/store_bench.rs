@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tritontube::node::NodeClient;
 use tritontube::store::{
-    ByteStream, ContentStore, ContentStoreExt, GetOptions, LocalContentStore, NodeClient,
-    PutOptions,
+    ByteStream, ContentStore, ContentStoreExt, GetOptions, LocalContentStore, PutOptions,
 };
 use tritontube::{ContentKey, NodeAddr};
 

@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{
     ClusterManager, HealConfig, HealthConfig, HealthTracker, ManagerConfig, run_healer,
 };
+use crate::cluster::{NetworkContentStore, Placement};
 use crate::error::{Error, Result};
 use crate::id::NodeAddr;
 use crate::ingest::{Ingest, IngestConfig};
 use crate::metadata::{self, MetadataStore, NodeEntry};
-use crate::store::{
-    ContentStore, LocalContentStore, NetworkContentStore, NodeClientConfig, Placement,
-};
+use crate::node::NodeClientConfig;
+use crate::store::{ContentStore, LocalContentStore};
 use crate::web::{self, App};
 
 /// Everything `tritontube-web` can be told.

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tritontube_core::cluster::NetworkContentStore;
 use tritontube_core::cluster::{ClusterManager, ManagerConfig, Nodes};
 use tritontube_core::metadata::lifecycle::now_ms;
 use tritontube_core::metadata::{ClusterAck, MetadataStore, NodeEntry, SqliteMetadataStore};
-use tritontube_core::store::{
-    ContentStore, ContentStoreExt, LocalContentStore, NetworkContentStore,
-};
+use tritontube_core::store::{ContentStore, ContentStoreExt, LocalContentStore};
 use tritontube_core::{Error, NodeAddr};
 
 async fn start_node(dir: &std::path::Path) -> (NodeAddr, oneshot::Sender<()>) {

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tritontube_core::NodeAddr;
-use tritontube_core::store::{
-    ContentStore, ContentStoreExt, LocalContentStore, NetworkContentStore, NodeClient,
-    NodeClientConfig, conformance,
-};
+use tritontube_core::cluster::NetworkContentStore;
+use tritontube_core::node::{NodeClient, NodeClientConfig};
+use tritontube_core::store::{ContentStore, ContentStoreExt, LocalContentStore, conformance};
 
 /// A storage node serving `dir` on a free port; dropping the sender stops it.
 async fn start_node(dir: &std::path::Path) -> (NodeAddr, oneshot::Sender<()>) {

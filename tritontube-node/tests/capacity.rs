@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tonic::Code;
+use tritontube_core::cluster::NetworkContentStore;
+use tritontube_core::node::{NodeClient, NodeClientConfig};
 use tritontube_core::proto::storage as pb;
 use tritontube_core::proto::storage::storage_node_client::StorageNodeClient;
-use tritontube_core::store::{
-    ContentStore, ContentStoreExt, NetworkContentStore, NodeClient, NodeClientConfig,
-};
+use tritontube_core::store::{ContentStore, ContentStoreExt};
 use tritontube_core::testing::free_port;
 use tritontube_core::{ContentKey, Error, NodeAddr};
 

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tritontube_core::store::{
-    ContentStore, ContentStoreExt, GetOptions, NodeClient, NodeClientConfig,
-};
+use tritontube_core::node::{NodeClient, NodeClientConfig};
+use tritontube_core::store::{ContentStore, ContentStoreExt, GetOptions};
 use tritontube_core::{ContentKey, Error, NodeAddr};
 
 struct Node {

@@ -8,10 +8,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use tonic::Code;
 use tritontube_core::NodeAddr;
+use tritontube_core::cluster::NetworkContentStore;
 use tritontube_core::proto::storage as pb;
 use tritontube_core::proto::storage::storage_node_client::StorageNodeClient;
 use tritontube_core::ring::HashRing;
-use tritontube_core::store::{ContentStore, ContentStoreExt, GetOptions, NetworkContentStore};
+use tritontube_core::store::{ContentStore, ContentStoreExt, GetOptions};
 
 struct Node {
     child: Child,
@@ -250,7 +251,7 @@ async fn an_unusable_base_dir_is_a_clear_error() {
     let base = root.path().join("base");
     let node = start_node(&base).await;
     std::fs::write(base.join("blocked"), b"x").unwrap();
-    let client = tritontube_core::store::NodeClient::new(node.addr.clone(), Default::default());
+    let client = tritontube_core::node::NodeClient::new(node.addr.clone(), Default::default());
     let e = client
         .put_bytes(
             &"blocked/manifest.mpd".parse().unwrap(),
@@ -311,7 +312,8 @@ async fn a_node_killed_mid_read_does_not_fail_the_read() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copy_from_moves_a_file_node_to_node_and_refuses_bad_copies() {
-    use tritontube_core::store::{NodeClient, PutOptions, Sha256Digest};
+    use tritontube_core::node::NodeClient;
+    use tritontube_core::store::{PutOptions, Sha256Digest};
     let dir = tempfile::tempdir().unwrap();
     let a = start_node(&dir.path().join("a")).await;
     let b = start_node(&dir.path().join("b")).await;

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use sha2::{Digest, Sha256};
 use tritontube_core::admin::AdminClient;
+use tritontube_core::cluster::NetworkContentStore;
 use tritontube_core::cluster::{owners_of, ring_of};
 use tritontube_core::metadata::NodeEntry;
-use tritontube_core::store::{ContentStoreExt, NetworkContentStore};
+use tritontube_core::store::ContentStoreExt;
 use tritontube_core::{ContentKey, NodeAddr};
 
 const VNODES: u32 = 64;

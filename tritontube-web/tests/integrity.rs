@@ -364,7 +364,8 @@ async fn older_files_get_their_checksums_recorded_once_where_copies_agree() {
     use tritontube_core::metadata::{
         ClusterState, MetadataStore, NodeEntry, SqliteMetadataStore, Video, VideoState,
     };
-    use tritontube_core::store::{ContentStoreExt, NodeClient, NodeClientConfig};
+    use tritontube_core::node::{NodeClient, NodeClientConfig};
+    use tritontube_core::store::ContentStoreExt;
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let (_nodes, _ports, addrs) = start_nodes(root, 2).await;

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tritontube_core::admin::AdminClient;
+use tritontube_core::cluster::NetworkContentStore;
 use tritontube_core::metadata::{
     FileRecord, MetadataStore, SqliteMetadataStore, Video, VideoState,
 };
-use tritontube_core::store::{ContentStoreExt, NetworkContentStore};
+use tritontube_core::store::ContentStoreExt;
 use tritontube_core::{ContentKey, NodeAddr};
 
 const VNODES: u32 = 64;

@@ -3,7 +3,7 @@
 //!
 //! While a storage node is down, writes whose owner it is go to the next
 //! live node clockwise (hinted copies, see
-//! [`NetworkContentStore`](crate::store::NetworkContentStore)), and reads
+//! [`NetworkContentStore`](crate::cluster::NetworkContentStore)), and reads
 //! skip it. The healer watches the [`HealthTracker`]:
 //!
 //! - a node down longer than [`HealConfig::rereplicate_after`]: every file it

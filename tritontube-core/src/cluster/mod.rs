@@ -32,12 +32,15 @@
 
 mod heal;
 pub mod health;
+mod network;
 mod orphans;
 mod plan;
 mod scan;
 
+pub use crate::node::NodeHealth;
 pub use heal::{HealConfig, run_healer};
 pub use health::{HealthConfig, HealthTracker, Liveness, NodeLiveness};
+pub use network::{NetworkContentStore, Placement};
 pub use orphans::{DEFAULT_ORPHAN_GRACE, MAX_ORPHAN_GRACE, RepairOptions, RepairReport};
 pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, Recorded, owners_of, plan};
 
@@ -58,29 +61,6 @@ use crate::metadata::{AdminLease, ClusterAck, ClusterState, MetadataStore, NodeE
 use crate::ring::HashRange;
 use crate::ring::TokenRing;
 use crate::store::{ContentStore, GetOptions, MetaStream, PutOptions};
-
-/// How a node answered a health check.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct NodeHealth {
-    /// `"serving"` when the node can read and write its directory.
-    pub state: String,
-    /// The node's identity (empty for a node too old to have one).
-    pub node_id: String,
-    /// Files it holds.
-    pub file_count: u64,
-    /// Bytes it holds.
-    pub total_bytes: u64,
-    /// `Some(percent)` while the node builds its index.
-    pub indexing: Option<f32>,
-    /// Files it moved to quarantine (bytes that no longer matched).
-    pub quarantined: u64,
-    /// Files its scrubber re-hashed.
-    pub scrubbed_files: u64,
-    /// Full scrub passes done.
-    pub scrub_cycles: u64,
-    /// The most bytes of files it may hold (`None`: no limit but its disk).
-    pub capacity_bytes: Option<u64>,
-}
 
 /// What the cluster manager needs from the data plane (in production, the
 /// network content store and its per-node gRPC clients).

@@ -22,9 +22,35 @@ use crate::proto::storage as pb;
 use crate::proto::storage::storage_node_server::{StorageNode, StorageNodeServer};
 use crate::ring::HashRange;
 use crate::store::{
-    ByteStream, ContentStore, GetOptions, LocalContentStore, NodeClient, NodeClientConfig,
-    ObjectMeta, PutOptions, Sha256Digest,
+    ByteStream, ContentStore, GetOptions, LocalContentStore, ObjectMeta, PutOptions, Sha256Digest,
 };
+
+mod client;
+
+pub use client::{NodeClient, NodeClientConfig};
+
+/// How a node answered a health check.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeHealth {
+    /// `"serving"` when the node can read and write its directory.
+    pub state: String,
+    /// The node's identity (empty for a node too old to have one).
+    pub node_id: String,
+    /// Files it holds.
+    pub file_count: u64,
+    /// Bytes it holds.
+    pub total_bytes: u64,
+    /// `Some(percent)` while the node builds its index.
+    pub indexing: Option<f32>,
+    /// Files it moved to quarantine (bytes that no longer matched).
+    pub quarantined: u64,
+    /// Files its scrubber re-hashed.
+    pub scrubbed_files: u64,
+    /// Full scrub passes done.
+    pub scrub_cycles: u64,
+    /// The most bytes of files it may hold (`None`: no limit but its disk).
+    pub capacity_bytes: Option<u64>,
+}
 
 /// Largest body chunk in one message (well under gRPC's 4 MiB default).
 pub const MAX_CHUNK: usize = 1024 * 1024;

@@ -208,9 +208,5 @@ impl<S: ContentStore + ?Sized> ContentStoreExt for S {}
 
 pub mod conformance;
 mod local;
-mod network;
-mod node_client;
 
 pub use local::{ByteSize, CHUNK, LocalContentStore, LocalOptions, ScrubStats, StoreStats};
-pub use network::{NetworkContentStore, Placement};
-pub use node_client::{NodeClient, NodeClientConfig};

@@ -52,7 +52,7 @@ pub struct App {
     pub health: Option<Arc<HealthTracker>>,
     /// The cluster's data plane, for the ring facts of `/healthz` and
     /// `/metrics` (network content only).
-    pub network: Option<Arc<crate::store::NetworkContentStore>>,
+    pub network: Option<Arc<crate::cluster::NetworkContentStore>>,
     /// Small content files kept in memory.
     pub cache: Arc<cache::ContentCache>,
     /// The secret that authorises destructive actions (DELETE, edits), sent

@@ -7,8 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
+use tritontube_core::cluster::NetworkContentStore;
 use tritontube_core::metadata::{MetadataStore, SqliteMetadataStore, Video, VideoState};
-use tritontube_core::store::{ContentStoreExt, NetworkContentStore};
+use tritontube_core::store::ContentStoreExt;
 pub use tritontube_core::testing::free_port;
 use tritontube_core::{ContentKey, NodeAddr};
 

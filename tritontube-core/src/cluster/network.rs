@@ -20,15 +20,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{
-    ByteStream, ContentStore, GetOptions, GetResult, MetaStream, NodeClient, NodeClientConfig,
-    ObjectMeta, PutOptions,
-};
-use crate::cluster::{HealthTracker, NodeHealth, Nodes, ring_of};
+use super::{HealthTracker, NodeHealth, Nodes, ring_of};
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
 use crate::metadata::ClusterState;
+use crate::node::{NodeClient, NodeClientConfig};
 use crate::ring::{HashRange, HashRing, TokenRing, key_hash};
+use crate::store::{
+    ByteStream, ContentStore, GetOptions, GetResult, MetaStream, ObjectMeta, PutOptions,
+};
 
 /// Where keys live: the current ring and, during a change, the pending one.
 #[derive(Debug, Clone)]
@@ -657,7 +657,7 @@ struct NetworkResume {
     health: Arc<HealthTracker>,
     candidates: Vec<NodeAddr>,
     clients: Vec<NodeClient>,
-    sha: super::Sha256Digest,
+    sha: crate::store::Sha256Digest,
     idle: std::time::Duration,
 }
 

@@ -8,17 +8,16 @@ use futures::{StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use super::{
-    ByteStream, ContentStore, GetOptions, GetResult, MetaStream, ObjectMeta, PutOptions,
-    Sha256Digest,
-};
-use crate::cluster::NodeHealth;
+use super::{MAX_CHUNK, NodeHealth, key_from_pb, key_to_pb};
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
-use crate::node::{MAX_CHUNK, key_from_pb, key_to_pb};
 use crate::proto::storage as pb;
 use crate::proto::storage::storage_node_client::StorageNodeClient;
 use crate::ring::HashRange;
+use crate::store::{
+    ByteStream, ContentStore, GetOptions, GetResult, MetaStream, ObjectMeta, PutOptions,
+    Sha256Digest,
+};
 
 /// Timeouts of a [`NodeClient`].
 #[derive(Debug, Clone)]
@@ -55,8 +54,8 @@ impl NodeClient {
             .expect("a validated node address is a valid URI")
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
-            .initial_stream_window_size(crate::node::STREAM_WINDOW)
-            .initial_connection_window_size(crate::node::CONNECTION_WINDOW)
+            .initial_stream_window_size(super::STREAM_WINDOW)
+            .initial_connection_window_size(super::CONNECTION_WINDOW)
             .connect_lazy();
         NodeClient {
             addr,
