@@ -11,7 +11,9 @@ use tokio::sync::oneshot;
 use tritontube_core::cluster::NetworkContentStore;
 use tritontube_core::cluster::{ClusterManager, ManagerConfig, Nodes};
 use tritontube_core::metadata::lifecycle::now_ms;
-use tritontube_core::metadata::{ClusterAck, MetadataStore, NodeEntry, SqliteMetadataStore};
+use tritontube_core::metadata::{
+    ClusterAck, MetadataStore, NodeEntry, SqliteMetadataStore, Video, VideoState,
+};
 use tritontube_core::store::{ContentStore, ContentStoreExt, LocalContentStore};
 use tritontube_core::{Error, NodeAddr};
 
@@ -65,6 +67,12 @@ async fn cluster() -> Cluster {
         .map(|a| NodeEntry::new(a.clone(), 1.0))
         .collect();
     manager.bootstrap(&initial, 2, 16).await.unwrap();
+    // The files belong to videos (files of no video are orphans to verify).
+    for v in 0..5 {
+        let mut video = Video::new(format!("v{v}").parse().unwrap(), "v");
+        video.state = VideoState::Ready;
+        meta.create_video(&video).await.unwrap();
+    }
     for i in 0..50 {
         let key = format!("v{}/chunk-0-{i:05}.m4s", i % 5).parse().unwrap();
         network

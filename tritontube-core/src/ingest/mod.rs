@@ -446,7 +446,22 @@ impl Ingest {
                 chunk.advance(n);
             }
         }
+        // tokio's `File` hands each write to a thread: its error (a full
+        // disk, say) surfaces only at the next write or at `flush`, never at
+        // `sync_all`. Flush first, so a cut-short upload is refused.
+        file.flush().await.map_err(|e| Error::io(partial, e))?;
         file.sync_all().await.map_err(|e| Error::io(partial, e))?;
+        let written = file
+            .metadata()
+            .await
+            .map_err(|e| Error::io(partial, e))?
+            .len();
+        if written != size {
+            return Err(Error::io(
+                partial,
+                std::io::Error::other(format!("{written} of {size} bytes reached the disk")),
+            ));
+        }
         if size == 0 {
             return Err(Error::invalid("upload", id.as_str(), "the file is empty"));
         }
