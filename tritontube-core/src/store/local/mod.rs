@@ -37,6 +37,8 @@
 mod capacity;
 pub(crate) mod index;
 mod scrub;
+#[cfg(test)]
+mod tests;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -47,7 +49,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::{
     ByteStream, ContentStore, GetOptions, GetResult, MetaStream, ObjectMeta, PutOptions,
@@ -699,6 +700,70 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::backend("local store", "blocking task failed", e))?
 }
 
+/// The temp file a put writes its body to. Each chunk is written on the
+/// blocking pool while the next one arrives, and that write's result is
+/// taken before the file is used again, so a failed write (a full disk
+/// above all) fails the put and is never lost. (`tokio::fs::File` keeps the
+/// result of its last write for the next write or flush, and its
+/// `sync_all` drops it: a body whose last write failed looked stored.)
+struct BodyFile {
+    file: Arc<std::fs::File>,
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+fn join_err(e: tokio::task::JoinError) -> std::io::Error {
+    std::io::Error::other(format!("write task failed: {e}"))
+}
+
+impl BodyFile {
+    async fn create(path: PathBuf) -> std::io::Result<Self> {
+        let file = tokio::task::spawn_blocking(move || std::fs::File::create(path))
+            .await
+            .map_err(join_err)??;
+        Ok(BodyFile {
+            file: Arc::new(file),
+            in_flight: None,
+        })
+    }
+
+    /// Waits for the write in flight, failing with its error, then starts
+    /// writing `chunk` after it.
+    async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        self.settle().await?;
+        let file = self.file.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            std::io::Write::write_all(&mut &*file, &chunk)
+        }));
+        Ok(())
+    }
+
+    async fn settle(&mut self) -> std::io::Result<()> {
+        match self.in_flight.take() {
+            Some(write) => write.await.map_err(join_err)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the last write, makes the body durable, and checks that
+    /// the file holds the `size` bytes that were written to it.
+    async fn finish(mut self, size: u64) -> std::io::Result<()> {
+        self.settle().await?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            let len = file.metadata()?.len();
+            if len != size {
+                return Err(std::io::Error::other(format!(
+                    "holds {len} bytes after {size} were written to it"
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(join_err)?
+    }
+}
+
 /// Removes a body that never reached its rename, however the put is left
 /// (error, checksum mismatch, or the caller dropping the future mid-stream).
 struct TempGuard(Option<PathBuf>);
@@ -821,7 +886,7 @@ impl ContentStore for LocalContentStore {
         let mut guard = TempGuard(Some(tmp.clone()));
         let full =
             |needed: u64, e: std::io::Error| inner.disk_full_or(key, needed, io_err(&tmp, e));
-        let mut file = tokio::fs::File::create(&tmp)
+        let mut file = BodyFile::create(tmp.clone())
             .await
             .map_err(|e| full(opts.expected_size.unwrap_or(0), e))?;
         let mut hasher = BodyHasher::default();
@@ -838,15 +903,15 @@ impl ContentStore for LocalContentStore {
                 ));
             }
             room.cover(hasher.size())?;
-            file.write_all(&chunk)
+            file.write(chunk)
                 .await
                 .map_err(|e| full(hasher.size(), e))?;
         }
         let row = hasher.finish(key.clone());
         check_expected(key, &row, &opts)?;
-        // A disk that allocates late reports it full only here.
-        file.sync_all().await.map_err(|e| full(row.size, e))?;
-        drop(file);
+        // Every write's result, then the fsync's (a disk that allocates
+        // late reports it full only here), then the file's length.
+        file.finish(row.size).await.map_err(|e| full(row.size, e))?;
         let meta = row.meta();
         let inner2 = inner.clone();
         // The install runs to its end even if this future is dropped; the
