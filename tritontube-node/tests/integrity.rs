@@ -258,6 +258,142 @@ async fn concurrent_puts_of_one_key_leave_body_and_checksum_agreeing() {
     }
 }
 
+/// Set, for the run of [`concurrent_puts_on_a_full_disk_inside_small_tmpfs`],
+/// to a directory on a small tmpfs that this test process and the node it
+/// starts both see.
+const SMALL_DISK_ENV: &str = "TRITONTUBE_TEST_SMALL_DISK";
+
+/// Takes every free byte of the disk holding `path` but `leave`.
+fn fill_leaving(path: &Path, leave: u64) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let zeros = vec![0u8; 64 << 10];
+    loop {
+        match f.write(&zeros) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(leave)).unwrap();
+}
+
+/// The same race as above on a disk that fills up: a node must never
+/// answer a put with success while the body it keeps differs from its
+/// index row, and a put it refuses (as full) leaves the earlier file and
+/// row as they were.
+#[test]
+fn concurrent_puts_of_one_key_on_a_full_disk_leave_body_and_checksum_agreeing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut cmd) = tritontube_core::testing::on_small_disk(
+        dir.path(),
+        16 << 20,
+        std::env::current_exe().unwrap(),
+    ) else {
+        eprintln!("skipped: this machine cannot mount a private tmpfs (unshare -rm)");
+        return;
+    };
+    let out = cmd
+        .args([
+            "concurrent_puts_on_a_full_disk_inside_small_tmpfs",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(SMALL_DISK_ENV, dir.path())
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("1 passed"), "the inner test ran: {log}");
+}
+
+/// Run by
+/// [`concurrent_puts_of_one_key_on_a_full_disk_leave_body_and_checksum_agreeing`]
+/// with a 16 MiB tmpfs at `$TRITONTUBE_TEST_SMALL_DISK`: the node's
+/// directory and a filler file that, each round, leaves the disk anything
+/// from no room to more than the round needs.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run inside a small tmpfs by concurrent_puts_of_one_key_on_a_full_disk_leave_body_and_checksum_agreeing"]
+async fn concurrent_puts_on_a_full_disk_inside_small_tmpfs() {
+    let Some(disk) = std::env::var_os(SMALL_DISK_ENV).map(PathBuf::from) else {
+        eprintln!("not inside a small tmpfs; nothing to do");
+        return;
+    };
+    let base = disk.join("node");
+    let filler = disk.join("filler");
+    let node = start_node(&base).await;
+    let k = key("race", "chunk-0-00001.m4s");
+    let path = base.join("race/chunk-0-00001.m4s");
+    let mut before = body(255, 40_000);
+    node.client.put_bytes(&k, before.clone()).await.unwrap();
+    let mut refused = 0;
+    for round in 0..100u32 {
+        // Room to spare first (the index's log grows to its working
+        // size), then ever less room, and none.
+        if round >= 30 {
+            let leave = [0u64, 0, 4096, 12_288, 40_000, 65_536, 200_000][round as usize % 7];
+            fill_leaving(&filler, leave);
+        }
+        let bodies: Vec<Bytes> = (0..8u8)
+            .map(|i| body(i.wrapping_add((round as u8).wrapping_mul(8)), 40_000))
+            .collect();
+        let puts = bodies.iter().cloned().map(|b| {
+            let c = node.client.clone();
+            let k = k.clone();
+            tokio::spawn(async move { c.put_bytes(&k, b).await })
+        });
+        let results: Vec<_> = futures::future::join_all(puts)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let on_disk = std::fs::read(&path).unwrap();
+        let head = node.client.head(&k).await.unwrap();
+        assert_eq!(
+            (head.size, head.sha256.0),
+            (on_disk.len() as u64, sha(&on_disk)),
+            "round {round}: index and body disagree ({} bytes on disk; {results:?})",
+            on_disk.len()
+        );
+        let ok: Vec<&Bytes> = results
+            .iter()
+            .zip(&bodies)
+            .filter(|(r, _)| r.is_ok())
+            .map(|(_, b)| b)
+            .collect();
+        if ok.is_empty() {
+            assert_eq!(
+                on_disk, before,
+                "round {round}: every put failed, yet the file changed"
+            );
+        } else {
+            assert!(
+                ok.iter().any(|b| b[..] == on_disk[..]),
+                "round {round}: the file is none of the bodies whose put succeeded"
+            );
+        }
+        for r in &results {
+            if let Err(e) = r {
+                assert!(matches!(e, Error::Full { .. }), "round {round}: {e:?}");
+                refused += 1;
+            }
+        }
+        assert_eq!(read_all(&node.client, &k, None).await.unwrap(), on_disk);
+        assert!(
+            temp_files(&base).is_empty(),
+            "round {round}: {:?}",
+            temp_files(&base)
+        );
+        before = on_disk.into();
+        let _ = std::fs::remove_file(&filler);
+    }
+    assert!(refused > 0, "the disk never filled up");
+}
+
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -81,12 +81,30 @@ fn sql_err(path: &Path, what: &str, e: rusqlite::Error) -> Error {
     Error::backend("node index", format!("{}: {what}", path.display()), e)
 }
 
+/// True if `e` is the index's disk being full (SQLite's `SQLITE_FULL`).
+pub(crate) fn is_disk_full(e: &Error) -> bool {
+    match e {
+        Error::Backend {
+            source: Some(s), ..
+        } => {
+            s.downcast_ref::<rusqlite::Error>()
+                .and_then(|e| e.sqlite_error_code())
+                == Some(rusqlite::ErrorCode::DiskFull)
+        }
+        _ => false,
+    }
+}
+
 /// The index; see the [module documentation](self).
 #[derive(Debug)]
 pub(crate) struct Index {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Writes (by what they do, as named to [`Index::write`]) that fail
+    /// next as on a full disk, each once.
+    #[cfg(test)]
+    pub(crate) fail_next: Mutex<Vec<&'static str>>,
 }
 
 const SCHEMA: &str = "
@@ -171,6 +189,8 @@ impl Index {
                 path: path.to_path_buf(),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(readers),
+                #[cfg(test)]
+                fail_next: Mutex::new(Vec::new()),
             },
             existed,
         ))
@@ -182,6 +202,18 @@ impl Index {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        #[cfg(test)]
+        {
+            let mut fail = self.fail_next.lock().unwrap();
+            if let Some(i) = fail.iter().position(|w| *w == what) {
+                fail.remove(i);
+                let full = rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                    Some("database or disk is full".into()),
+                );
+                return Err(sql_err(&self.path, what, full));
+            }
+        }
         f(&mut conn).map_err(|e| sql_err(&self.path, what, e))
     }
 

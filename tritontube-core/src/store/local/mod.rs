@@ -15,7 +15,10 @@
 //!
 //! Writes are atomic: the body goes to a temporary file, is fsynced,
 //! checked, and renamed into place, and its index row changes in the same
-//! step (an intent log in the index repairs a crash between the two).
+//! step (an intent log in the index repairs a crash between the two). A
+//! write whose bytes or row cannot all be written (a full disk, for the
+//! body or for the index) fails and is undone: the earlier file and row
+//! stay as they were.
 //! Reads are verified: every chunk of [`CHUNK`] bytes is hashed before it is
 //! sent, and a chunk that disagrees with the index moves the file to
 //! quarantine and fails the read, so bytes that differ from what was
@@ -37,6 +40,8 @@
 mod capacity;
 pub(crate) mod index;
 mod scrub;
+#[cfg(test)]
+mod tests;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -47,7 +52,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::{
     ByteStream, ContentStore, GetOptions, GetResult, MetaStream, ObjectMeta, PutOptions,
@@ -438,6 +442,18 @@ fn file_identity(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
     Some((m.len(), m.modified().ok()?, m.ino()))
 }
 
+/// Gives the file at `path`, if there is one, the second name `kept`, and
+/// returns it (`None`: no file to keep).
+fn keep_replaced(path: &Path, kept: &Path) -> Result<Option<PathBuf>> {
+    use std::io::ErrorKind::{NotADirectory, NotFound};
+    match std::fs::hard_link(path, kept) {
+        Ok(()) => Ok(Some(kept.to_path_buf())),
+        // No file (and maybe no directory for it yet).
+        Err(e) if matches!(e.kind(), NotFound | NotADirectory) => Ok(None),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
 impl Inner {
     fn stripe(&self, key: &ContentKey) -> std::sync::MutexGuard<'_, ()> {
         let h = crate::ring::key_hash(key.as_str()) as usize % STRIPES;
@@ -479,7 +495,12 @@ impl Inner {
                         // and its row are still in place.
                         let _ = std::fs::remove_file(&tmp);
                         self.index.abandon(&key)?;
-                    } else if file_identity(&path).is_some_and(|(len, ..)| len == row.size) {
+                    } else if hash_file(&key, &path)
+                        .is_ok_and(|found| (found.size, found.sha256) == (row.size, row.sha256))
+                    {
+                        // The body was renamed into place; its row was not
+                        // written. (Judged by the bytes, not the size: an
+                        // undone put leaves the old file, maybe as large.)
                         self.index.commit(&key, Some(&row))?;
                     } else {
                         self.index.abandon(&key)?;
@@ -577,57 +598,124 @@ impl Inner {
     /// Renames `tmp` onto `key` and records `row`, as one step for every
     /// other writer of the key. The put's `room` is checked again against
     /// the file it really replaces, then turned into stored bytes.
+    ///
+    /// Either the new body is in place with its row, or, on any failure
+    /// (a full disk, for the body's rename or for the index's own write),
+    /// the earlier file and row are: the file being replaced keeps a second
+    /// name in the temp directory until the new row is committed, so that
+    /// an index that cannot record the new body gets the old one back.
     fn install(&self, tmp_name: &str, row: Row, room: &mut Reservation) -> Result<()> {
         let key = row.key.clone();
         let path = self.path_of(&key)?;
         let tmp = self.tmp_dir().join(tmp_name);
+        let full = |e: Error| self.disk_full_or(&key, row.size, e);
         let _g = self.stripe(&key);
         if self.capacity.limit().is_some() {
             let replaced = self.index.get(&key)?.map(|r| r.size);
             room.cover_replacing(row.size, replaced)?;
         }
-        self.index.begin(
+        if let Err(e) = self.index.begin(
             &key,
             &Intent::Put {
                 tmp: tmp_name.to_string(),
                 row: row.clone(),
             },
-        )?;
+        ) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(full(e));
+        }
+        let kept = self.tmp_dir().join(format!("{tmp_name}.replaced"));
+        let kept = match keep_replaced(&path, &kept) {
+            Ok(kept) => kept,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                self.forget_intent(&key);
+                return Err(full(e));
+            }
+        };
         let moved = path
             .parent()
             .map(|d| std::fs::create_dir_all(d).map_err(|e| io_err(d, e)))
             .unwrap_or(Ok(()))
-            .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e)))
-            .map_err(|e| self.disk_full_or(&key, row.size, e));
+            .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e)));
         if let Err(e) = moved {
             let _ = std::fs::remove_file(&tmp);
-            self.index.abandon(&key)?;
-            return Err(e);
+            if let Some(k) = &kept {
+                let _ = std::fs::remove_file(k);
+            }
+            self.forget_intent(&key);
+            return Err(full(e));
         }
-        let old = self.index.commit(&key, Some(&row))?;
-        if old.is_none() {
-            self.files.fetch_add(1, Ordering::Relaxed);
+        match self.index.commit(&key, Some(&row)) {
+            Ok(old) => {
+                if let Some(k) = &kept {
+                    let _ = std::fs::remove_file(k);
+                }
+                if old.is_none() {
+                    self.files.fetch_add(1, Ordering::Relaxed);
+                }
+                room.settle(old.unwrap_or(0), row.size);
+                Ok(())
+            }
+            Err(e) => {
+                // The new body is in place but its row is not: put back
+                // the file it replaced (or none), as the row still says.
+                let restored = match &kept {
+                    Some(k) => std::fs::rename(k, &path),
+                    None => std::fs::remove_file(&path).map(|_| {
+                        if let Some(dir) = path.parent() {
+                            let _ = std::fs::remove_dir(dir);
+                        }
+                    }),
+                };
+                match restored {
+                    Ok(()) => self.forget_intent(&key),
+                    // The intent stays; the next start settles it from
+                    // what the file holds, and a read meanwhile finds the
+                    // body unlike its row and quarantines it.
+                    Err(re) => tracing::error!(
+                        key = %key, error = %re,
+                        "a put whose row could not be written could not be undone"
+                    ),
+                }
+                Err(full(e))
+            }
         }
-        room.settle(old.unwrap_or(0), row.size);
-        Ok(())
+    }
+
+    /// Drops the intent of a change that did not happen. If the index
+    /// cannot write even that, the intent stays, and the next start
+    /// settles it by what the file holds.
+    fn forget_intent(&self, key: &ContentKey) {
+        if let Err(e) = self.index.abandon(key) {
+            tracing::warn!(key = %key, error = %e, "intent left for the next start to settle");
+        }
     }
 
     /// `e`, met while storing `needed` bytes under `key`, as the caller
     /// should see it: a full disk (or quota) is [`Error::Full`], like a put
     /// past the capacity; anything else stays what it was.
     fn disk_full_or(&self, key: &ContentKey, needed: u64, e: Error) -> Error {
-        match e {
-            Error::Io { path, source } if capacity::is_disk_full(&source) => {
+        let full = match &e {
+            Error::Io { path, source } if capacity::is_disk_full(source) => {
                 tracing::warn!(key = %key, %path, error = %source, "disk full");
-                Error::Full {
-                    node: self.base.display().to_string(),
-                    key: key.to_string(),
-                    needed,
-                    capacity: None,
-                    free: None,
-                }
+                true
             }
-            e => e,
+            e if index::is_disk_full(e) => {
+                tracing::warn!(key = %key, error = %e, "disk full (index)");
+                true
+            }
+            _ => false,
+        };
+        if !full {
+            return e;
+        }
+        Error::Full {
+            node: self.base.display().to_string(),
+            key: key.to_string(),
+            needed,
+            capacity: None,
+            free: None,
         }
     }
 
@@ -638,18 +726,50 @@ impl Inner {
         if !indexed && (self.indexed.load(Ordering::SeqCst) || !path.exists()) {
             return Err(Error::not_found(key.as_str()));
         }
-        self.index.begin(key, &Intent::Delete)?;
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let full = |e: Error| self.disk_full_or(key, 0, e);
+        self.index.begin(key, &Intent::Delete).map_err(full)?;
+        // The file moves aside until its row is gone, so that an index
+        // that cannot write (a full disk) gets it back: the file and its
+        // row stay or go together.
+        let aside = self.tmp_dir().join(format!(
+            "{}-{}-{}.deleted",
+            key.file(),
+            std::process::id(),
+            TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let aside = match std::fs::rename(&path, &aside) {
+            Ok(()) => Some(aside),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
-                self.index.abandon(key)?;
-                return Err(io_err(&path, e));
+                self.forget_intent(key);
+                return Err(full(io_err(&path, e)));
+            }
+        };
+        match self.index.commit(key, None) {
+            Ok(Some(size)) => {
+                self.files.fetch_sub(1, Ordering::Relaxed);
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(aside) = &aside {
+                    match std::fs::rename(aside, &path) {
+                        Ok(()) => self.forget_intent(key),
+                        // The intent stays: the next start finishes the
+                        // delete.
+                        Err(re) => tracing::error!(
+                            key = %key, error = %re,
+                            "a delete whose row could not be removed could not be undone"
+                        ),
+                    }
+                } else {
+                    self.forget_intent(key);
+                }
+                return Err(full(e));
             }
         }
-        if let Some(size) = self.index.commit(key, None)? {
-            self.files.fetch_sub(1, Ordering::Relaxed);
-            self.bytes.fetch_sub(size, Ordering::Relaxed);
+        if let Some(aside) = &aside {
+            let _ = std::fs::remove_file(aside);
         }
         if let Some(dir) = path.parent() {
             // Succeeds only when the video has no files left.
@@ -659,13 +779,25 @@ impl Inner {
     }
 
     /// Moves the file of `key` to quarantine and forgets its row, if the row
-    /// still has `sha256` (a put that replaced the file meanwhile wins).
-    pub(crate) fn quarantine(&self, key: &ContentKey, sha256: &Sha256Digest, reason: &str) {
+    /// still has `sha256` and the file is still the one found bad (`seen`:
+    /// its inode; `None`: no file was found). A put that replaced the file
+    /// meanwhile wins, and so does one undone meanwhile, which put back
+    /// the file its row describes.
+    pub(crate) fn quarantine(
+        &self,
+        key: &ContentKey,
+        sha256: &Sha256Digest,
+        seen: Option<u64>,
+        reason: &str,
+    ) {
         let Ok(path) = self.path_of(key) else { return };
         let _g = self.stripe(key);
         match self.index.get(key) {
             Ok(Some(r)) if r.sha256 == *sha256 => {}
             _ => return,
+        }
+        if file_identity(&path).map(|(.., ino)| ino) != seen {
+            return;
         }
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -697,6 +829,70 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::backend("local store", "blocking task failed", e))?
+}
+
+/// The temp file a put writes its body to. Each chunk is written on the
+/// blocking pool while the next one arrives, and that write's result is
+/// taken before the file is used again, so a failed write (a full disk
+/// above all) fails the put and is never lost. (`tokio::fs::File` keeps the
+/// result of its last write for the next write or flush, and its
+/// `sync_all` drops it: a body whose last write failed looked stored.)
+struct BodyFile {
+    file: Arc<std::fs::File>,
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+fn join_err(e: tokio::task::JoinError) -> std::io::Error {
+    std::io::Error::other(format!("write task failed: {e}"))
+}
+
+impl BodyFile {
+    async fn create(path: PathBuf) -> std::io::Result<Self> {
+        let file = tokio::task::spawn_blocking(move || std::fs::File::create(path))
+            .await
+            .map_err(join_err)??;
+        Ok(BodyFile {
+            file: Arc::new(file),
+            in_flight: None,
+        })
+    }
+
+    /// Waits for the write in flight, failing with its error, then starts
+    /// writing `chunk` after it.
+    async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        self.settle().await?;
+        let file = self.file.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            std::io::Write::write_all(&mut &*file, &chunk)
+        }));
+        Ok(())
+    }
+
+    async fn settle(&mut self) -> std::io::Result<()> {
+        match self.in_flight.take() {
+            Some(write) => write.await.map_err(join_err)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the last write, makes the body durable, and checks that
+    /// the file holds the `size` bytes that were written to it.
+    async fn finish(mut self, size: u64) -> std::io::Result<()> {
+        self.settle().await?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            let len = file.metadata()?.len();
+            if len != size {
+                return Err(std::io::Error::other(format!(
+                    "holds {len} bytes after {size} were written to it"
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(join_err)?
+    }
 }
 
 /// Removes a body that never reached its rename, however the put is left
@@ -744,6 +940,12 @@ struct Reader {
 }
 
 impl Reader {
+    /// The inode of the file being read.
+    fn inode(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().ok().map(|m| m.ino())
+    }
+
     /// Reads, verifies and trims the next chunk (blocking). `None` at the end.
     fn next(&mut self) -> Option<Result<Bytes>> {
         let start = self.next_chunk * CHUNK;
@@ -759,7 +961,7 @@ impl Reader {
         {
             let detail = format!("chunk at byte {start} unreadable: {e}");
             self.inner
-                .quarantine(&self.row.key, &self.row.sha256, &detail);
+                .quarantine(&self.row.key, &self.row.sha256, self.inode(), &detail);
             return Some(Err(Error::BadCopy {
                 key: self.row.key.to_string(),
                 detail,
@@ -775,7 +977,7 @@ impl Reader {
         if Some(got) != self.row.chunk_hash(self.next_chunk) {
             let detail = format!("chunk at byte {start} hashes to {got}, not what was written");
             self.inner
-                .quarantine(&self.row.key, &self.row.sha256, &detail);
+                .quarantine(&self.row.key, &self.row.sha256, self.inode(), &detail);
             return Some(Err(Error::BadCopy {
                 key: self.row.key.to_string(),
                 detail,
@@ -821,7 +1023,7 @@ impl ContentStore for LocalContentStore {
         let mut guard = TempGuard(Some(tmp.clone()));
         let full =
             |needed: u64, e: std::io::Error| inner.disk_full_or(key, needed, io_err(&tmp, e));
-        let mut file = tokio::fs::File::create(&tmp)
+        let mut file = BodyFile::create(tmp.clone())
             .await
             .map_err(|e| full(opts.expected_size.unwrap_or(0), e))?;
         let mut hasher = BodyHasher::default();
@@ -838,15 +1040,15 @@ impl ContentStore for LocalContentStore {
                 ));
             }
             room.cover(hasher.size())?;
-            file.write_all(&chunk)
+            file.write(chunk)
                 .await
                 .map_err(|e| full(hasher.size(), e))?;
         }
         let row = hasher.finish(key.clone());
         check_expected(key, &row, &opts)?;
-        // A disk that allocates late reports it full only here.
-        file.sync_all().await.map_err(|e| full(row.size, e))?;
-        drop(file);
+        // Every write's result, then the fsync's (a disk that allocates
+        // late reports it full only here), then the file's length.
+        file.finish(row.size).await.map_err(|e| full(row.size, e))?;
         let meta = row.meta();
         let inner2 = inner.clone();
         // The install runs to its end even if this future is dropped; the
@@ -866,12 +1068,25 @@ impl ContentStore for LocalContentStore {
         let inner = self.inner.clone();
         let k = key.clone();
         let (row, file) = blocking(move || {
-            let row = inner.row(&k)?;
             let path = inner.path_of(&k)?;
-            let file = match std::fs::File::open(&path) {
+            // The row and the file together: a put holds the key's lock
+            // from its rename until its row is written (or it is undone).
+            let found = {
+                let _g = inner.stripe(&k);
+                inner
+                    .index
+                    .get(&k)?
+                    .map(|row| (row, std::fs::File::open(&path)))
+            };
+            let (row, opened) = match found {
+                Some(found) => found,
+                // Not indexed (yet, while the directory is being indexed).
+                None => (inner.row(&k)?, std::fs::File::open(&path)),
+            };
+            let file = match opened {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    inner.quarantine(&k, &row.sha256, "file missing from disk");
+                    inner.quarantine(&k, &row.sha256, None, "file missing from disk");
                     return Err(Error::BadCopy {
                         key: k.to_string(),
                         detail: "indexed but missing from disk".into(),

@@ -72,17 +72,23 @@ impl Throttle {
     }
 }
 
-/// Re-hashes one file; `Some(reason)` if it does not match.
+/// Re-hashes one file; `Err((reason, inode))` if it does not match (the
+/// inode of the file found bad; `None` if there was none).
 fn check_file(
     path: &Path,
     size: u64,
     sha: &Sha256Digest,
     throttle: &mut Throttle,
-) -> Option<String> {
+) -> Result<(), (String, Option<u64>)> {
+    use std::os::unix::fs::MetadataExt;
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) => return Some(format!("cannot open: {e}")),
+        Err(e) => {
+            let ino = std::fs::metadata(path).ok().map(|m| m.ino());
+            return Err((format!("cannot open: {e}"), ino));
+        }
     };
+    let ino = f.metadata().ok().map(|m| m.ino());
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK as usize];
     let mut seen = 0u64;
@@ -94,16 +100,16 @@ fn check_file(
                 seen += n as u64;
                 throttle.account(n as u64);
             }
-            Err(e) => return Some(format!("read failed at byte {seen}: {e}")),
+            Err(e) => return Err((format!("read failed at byte {seen}: {e}"), ino)),
         }
     }
     let got = Sha256Digest(h.finalize().into());
     if seen != size {
-        Some(format!("{seen} bytes on disk, {size} written"))
+        Err((format!("{seen} bytes on disk, {size} written"), ino))
     } else if got != *sha {
-        Some(format!("hashes to {got}, {sha} written"))
+        Err((format!("hashes to {got}, {sha} written"), ino))
     } else {
-        None
+        Ok(())
     }
 }
 
@@ -131,12 +137,13 @@ pub(crate) fn scrub_pass(inner: &Inner, rate: Option<u64>) -> Result<ScrubStats>
             pass.bytes += row.size;
             inner.scrub.files.fetch_add(1, Ordering::Relaxed);
             inner.scrub.bytes.fetch_add(row.size, Ordering::Relaxed);
-            if let Some(reason) = bad {
+            if let Err((reason, ino)) = bad {
                 // A put may have replaced the file since the row was read;
-                // quarantine checks the row is still the one found bad.
+                // quarantine checks the row and the file are still the
+                // ones found bad.
                 pass.bad += 1;
                 inner.scrub.bad.fetch_add(1, Ordering::Relaxed);
-                inner.quarantine(&row.key, &row.sha256, &format!("scrub: {reason}"));
+                inner.quarantine(&row.key, &row.sha256, ino, &format!("scrub: {reason}"));
             }
         }
     }
