@@ -357,6 +357,43 @@ async fn a_clip_without_audio_has_no_audio_set() {
     );
 }
 
+/// A portrait clip gets its ladder by its short side: a 720x1280 source
+/// keeps its full width (before, its top rung was 594x1056), and the
+/// manifest lists exactly those rungs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portrait_clip_gets_rungs_by_its_short_side() {
+    let s = site(50 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = small_clip(tmp.path(), "portrait.mp4", "720x1280", H264);
+    let data = std::fs::read(path).unwrap();
+    let r = upload(&s.app, &[("file", Some("portrait.mp4"), &data)]).await;
+    assert_eq!(r.status(), 303, "{:?}", r.body());
+    let v = wait_ready(&s.app, "portrait").await;
+    let rungs: Vec<(u64, u64)> = v["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()))
+        .collect();
+    let expected = [(720, 1280), (468, 832), (360, 640)];
+    assert_eq!(rungs, expected, "{v}");
+    let mpd = String::from_utf8_lossy(get(&s.app, "/content/portrait/manifest.mpd").await.body())
+        .to_string();
+    let in_manifest: Vec<(u64, u64)> = mpd
+        .split("<Representation ")
+        .skip(1)
+        .filter_map(|rep| {
+            let tag = &rep[..rep.find('>')?];
+            let num = |name: &str| -> Option<u64> {
+                let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+                tag[at..].split('"').next()?.parse().ok()
+            };
+            Some((num("width")?, num("height")?))
+        })
+        .collect();
+    assert_eq!(in_manifest, expected, "{mpd}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_uploads_are_refused_and_leave_nothing() {
     let s = site(200 * 1024);
