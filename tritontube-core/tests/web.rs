@@ -49,7 +49,9 @@ fn site(max_upload: u64) -> Site {
         content,
         ingest,
         metrics: Default::default(),
-        assets: tritontube_core::web::find_assets(Some(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        assets: Arc::new(tritontube_core::web::Assets::find(Some(Path::new(env!(
+            "CARGO_MANIFEST_DIR"
+        ))))),
         health: None,
         network: None,
         cache: Default::default(),
@@ -273,15 +275,10 @@ async fn upload_transcode_and_serve() {
     let w = get(&s.app, "/videos/my-clip").await;
     assert_eq!(w.status(), 200);
     let html = String::from_utf8_lossy(w.body());
-    assert!(html.contains("dash.all.min.js") && html.contains("/content/my-clip/manifest.mpd"));
+    assert!(html.contains("/content/my-clip/manifest.mpd"));
     let list: serde_json::Value =
         serde_json::from_slice(get(&s.app, "/api/videos").await.body()).unwrap();
     assert_eq!(list["videos"][0]["id"], "my-clip");
-    if s.app.assets.is_some() {
-        let js = get(&s.app, "/static/dash.all.min.js").await;
-        assert_eq!(js.status(), 200);
-        assert!(js.body().len() > 100_000);
-    }
     assert_eq!(get(&s.app, "/static/../../etc/passwd").await.status(), 404);
     let health = get(&s.app, "/healthz").await;
     assert_eq!(health.status(), 200);
@@ -392,6 +389,96 @@ async fn a_portrait_clip_gets_rungs_by_its_short_side() {
         })
         .collect();
     assert_eq!(in_manifest, expected, "{mpd}");
+}
+
+/// dash.js and the favicon, with their content types and caching: the
+/// versioned URL the watch page names is cached for good, any other name is
+/// revalidated by ETag.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_player_and_the_favicon_are_served_with_caching() {
+    let s = site(50 * 1024 * 1024);
+    assert!(
+        s.app.assets.has_player(),
+        "dash.js installed at the workspace root (run `npm ci`)"
+    );
+    let url = s.app.assets.dash_js_url();
+    let (path, version) = url.split_once("?v=").expect("a versioned URL");
+    assert_eq!(path, "/static/dash.all.min.js");
+
+    let js = get(&s.app, &url).await;
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        js.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(js.body().len() > 100_000);
+    assert!(String::from_utf8_lossy(&js.body()[..200]).contains("license"));
+    let etag = js.headers()["etag"].to_str().unwrap().to_string();
+    assert!(
+        etag.trim_matches('"').starts_with(version),
+        "{etag} {version}"
+    );
+
+    let plain = get(&s.app, path).await;
+    assert_eq!(plain.status(), 200);
+    assert_eq!(plain.body(), js.body());
+    assert_eq!(plain.headers()["cache-control"], "no-cache");
+    let stale = get(&s.app, &format!("{path}?v=0000000000000000")).await;
+    assert_eq!(stale.headers()["cache-control"], "no-cache");
+    let routes = filters::routes(s.app.clone());
+    let r = warp::test::request()
+        .path(path)
+        .header("if-none-match", &etag)
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 304);
+    assert!(r.body().is_empty());
+    let r = warp::test::request()
+        .method("HEAD")
+        .path(path)
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let license = get(&s.app, "/static/dash.all.min.js.LICENSE.txt").await;
+    assert_eq!(license.status(), 200);
+    assert_eq!(
+        license.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+
+    for (path, kind) in [
+        ("/favicon.ico", "image/x-icon"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = get(&s.app, path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], kind, "{path}");
+        assert_eq!(
+            r.headers()["cache-control"],
+            "public, max-age=86400",
+            "{path}"
+        );
+        assert!(r.headers().contains_key("etag"), "{path}");
+    }
+    for missing in [
+        "/static/dash.all.debug.js",
+        "/static/",
+        "/static/a/dash.all.min.js",
+        "/favicon.png",
+    ] {
+        assert_eq!(get(&s.app, missing).await.status(), 404, "{missing}");
+    }
+    let r = warp::test::request()
+        .method("POST")
+        .path("/favicon.ico")
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 405);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -35,7 +35,8 @@ main{max-width:1100px;margin:0 auto;padding:20px}
 fn layout(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body><header><a href=\"/\">TritonTube</a></header><main>{body}</main></body></html>",
+         <title>{}</title><link rel=\"icon\" href=\"/favicon.ico\" sizes=\"32x32\"><link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
+         <style>{STYLE}</style></head><body><header><a href=\"/\">TritonTube</a></header><main>{body}</main></body></html>",
         esc(title)
     )
 }
@@ -121,8 +122,9 @@ if (document.querySelector('.state:not(.failed)') && /processing|waiting/.test(d
     layout("TritonTube", &body)
 }
 
-/// The watch page.
-pub fn watch(v: &Video) -> String {
+/// The watch page; `dash_js` is the URL of the player's script
+/// ([`super::Assets::dash_js_url`]).
+pub fn watch(v: &Video, dash_js: &str) -> String {
     let id = esc(v.id.as_str());
     let (poster, manifest) = (
         esc(&v.file_name("poster.jpg")),
@@ -136,7 +138,7 @@ pub fn watch(v: &Video) -> String {
 <p><label>Quality <select id="quality"><option value="auto">Auto</option></select></label>
 <span class="state" id="info">{dur} · {w}×{h}</span></p>
 <div id="msg"></div></section>
-<script src="/static/dash.all.min.js"></script>
+<script src="{js}"></script>
 <script>
 window.playerError = null;
 const player = dashjs.MediaPlayer().create();
@@ -156,6 +158,7 @@ player.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => {{
   }};
 }});
 </script>"#,
+            js = esc(dash_js),
             dur = duration(v.facts.duration_secs),
             w = v.facts.width,
             h = v.facts.height,
