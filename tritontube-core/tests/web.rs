@@ -389,6 +389,13 @@ async fn a_portrait_clip_gets_rungs_by_its_short_side() {
         })
         .collect();
     assert_eq!(in_manifest, expected, "{mpd}");
+    // The watch page sizes the player by the top rung.
+    let w = get(&s.app, "/videos/portrait").await;
+    assert!(
+        String::from_utf8_lossy(w.body()).contains("--w:720;--h:1280"),
+        "{:?}",
+        w.body()
+    );
 }
 
 /// dash.js and the favicon, with their content types and caching: the
@@ -479,6 +486,35 @@ async fn the_player_and_the_favicon_are_served_with_caching() {
         .reply(&routes)
         .await;
     assert_eq!(r.status(), 405);
+}
+
+/// Every page has one `<h1>`, labelled controls and a live region for
+/// upload messages; the not-found page leads home.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_have_a_heading_labels_and_a_way_home() {
+    let s = site(50 * 1024 * 1024);
+    let home = get(&s.app, "/").await;
+    let home = String::from_utf8_lossy(home.body()).to_string();
+    assert_eq!(home.matches("<h1").count(), 1, "{home}");
+    assert!(home.contains("<label for=\"upload-file\">"), "{home}");
+    assert!(home.contains("aria-live=\"polite\""), "{home}");
+    for path in ["/no/such/page", "/videos/nope"] {
+        let r = get(&s.app, path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let html = String::from_utf8_lossy(r.body()).to_string();
+        assert_eq!(html.matches("<h1").count(), 1, "{path}: {html}");
+        assert!(
+            html.contains("<a href=\"/\">"),
+            "{path}: a way home: {html}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
