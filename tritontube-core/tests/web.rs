@@ -398,6 +398,75 @@ async fn a_portrait_clip_gets_rungs_by_its_short_side() {
     );
 }
 
+/// `mp4` with its video track's matrix set to a quarter turn, the way a
+/// phone marks a clip filmed upright (its frames stored sideways).
+fn turned_upright(mp4: &[u8]) -> Vec<u8> {
+    let mut d = mp4.to_vec();
+    let at = d
+        .windows(4)
+        .position(|w| w == b"tkhd")
+        .expect("a track header");
+    assert_eq!(d[at + 4], 0, "a version 0 track header");
+    // Flags, two times, track id, reserved, duration, eight reserved bytes,
+    // layer, group, volume, reserved; then the matrix.
+    let matrix = at + 4 + 4 + 4 * 5 + 8 + 2 + 2 + 2 + 2;
+    let turned: [i32; 9] = [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30];
+    for (i, v) in turned.iter().enumerate() {
+        d[matrix + 4 * i..matrix + 4 * i + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    d
+}
+
+/// A phone's portrait clip (640x360 frames, shown turned upright) gets the
+/// portrait ladder, and its DASH frames are upright without any turn left
+/// for the player to apply again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clip_filmed_upright_is_transcoded_upright() {
+    let s = site(50 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = small_clip(tmp.path(), "phone.mp4", "640x360", H264);
+    let data = turned_upright(&std::fs::read(path).unwrap());
+    let r = upload(&s.app, &[("file", Some("phone.mp4"), &data)]).await;
+    assert_eq!(r.status(), 303, "{:?}", r.body());
+    let v = wait_ready(&s.app, "phone").await;
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(360), Some(640)),
+        "{v}"
+    );
+    let rungs: Vec<(u64, u64)> = v["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rungs, [(360, 640)], "{v}");
+    // The stream as a player gets it: init segment and first chunk.
+    let mut stream = get(&s.app, "/content/phone/init-0.m4s")
+        .await
+        .body()
+        .to_vec();
+    stream.extend_from_slice(get(&s.app, "/content/phone/chunk-0-00001.m4s").await.body());
+    let file = tmp.path().join("played.mp4");
+    std::fs::write(&file, stream).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-of", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let video = &info["streams"][0];
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(360), Some(640)),
+        "{info}"
+    );
+    assert!(
+        !info.to_string().contains("rotation"),
+        "no turn left for the player: {info}"
+    );
+}
+
 /// dash.js and the favicon, with their content types and caching: the
 /// versioned URL the watch page names is cached for good, any other name is
 /// revalidated by ETag.
