@@ -2,9 +2,10 @@
 # Installs what TritonTube needs on a fresh Debian machine: the system
 # packages (protobuf compiler for etcd-client's build, ffmpeg, etcd, Chromium
 # and its driver for the browser test, curl), the Python gRPC tools of the
-# compatibility test, and the npm packages (dash.js), pinned by
-# package-lock.json. Then it checks that every command the tests start is
-# really there, and stops with a clear message if one is not.
+# compatibility test, and the npm packages (dash.js, which the tritontube-web
+# build embeds), pinned by package-lock.json. Then it checks that every
+# command the tests start is really there, and stops with a clear message if
+# one is not. Run it before any cargo build.
 #
 # Usage: scripts/setup.sh [--bench]   (--bench: also nginx and wrk, the
 # references of scripts/bench.sh)
@@ -41,7 +42,7 @@ if ((${#need[@]})); then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
 fi
-for c in "${commands[@]}" npm; do
+for c in "${commands[@]}" npm node; do
   command -v "$c" >/dev/null 2>&1 || { echo "setup: '$c' is still missing after installing ${packages[*]}" >&2; exit 1; }
 done
 
@@ -51,6 +52,12 @@ if ! python3 -c "import grpc_tools" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check grpcio-tools
 fi
 
-if [ -f package-lock.json ] && { [ "${CI:-}" = true ] || [ ! -d node_modules/dashjs ]; }; then
+# tritontube-web builds dash.js into its binary, so the pinned package must
+# be installed before any cargo build: on CI always, elsewhere when it is
+# missing or another version than package-lock.json pins.
+locked=$(node -p "require('./package-lock.json').packages['node_modules/dashjs'].version")
+installed=$(node -p "try { require('./node_modules/dashjs/package.json').version } catch (e) { 'none' }")
+if [ "${CI:-}" = true ] || [ "$installed" != "$locked" ]; then
+  echo "setup: npm ci (dashjs $locked; installed: $installed)"
   npm ci --no-audit --no-fund --loglevel=error
 fi

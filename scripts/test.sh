@@ -4,6 +4,8 @@
 # real etcd and real storage nodes, ffmpeg ingest, headless Chromium playback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# First: it installs the pinned dash.js (`npm ci`) that building
+# tritontube-web needs.
 scripts/setup.sh
 
 cargo fmt --all --check

@@ -46,8 +46,9 @@ pub struct WebOptions {
     /// Shared secret for the admin services and destructive HTTP actions;
     /// `None` = the one kept in `data_dir/admin-token` (made on first start).
     pub admin_token: Option<String>,
-    /// Where dash.js is (found automatically if `None`).
-    pub assets: Option<PathBuf>,
+    /// dash.js and the favicon (`tritontube-web` builds dash.js in; see
+    /// [`web::Assets`]).
+    pub assets: web::Assets,
     /// Failure detection of storage nodes (network content).
     pub health: HealthConfig,
     /// Hand-back and automatic re-replication (network content).
@@ -253,7 +254,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         content,
         ingest,
         metrics: Default::default(),
-        assets: opts.assets.clone().or_else(|| web::find_assets(None)),
+        assets: Arc::new(opts.assets.clone()),
         health,
         network: cluster,
         cache: Arc::new(web::cache::ContentCache::new(opts.cache.clone())),

@@ -4,7 +4,6 @@
 //! Timeouts are lowered to a second or so; every loop is bounded.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,7 +36,7 @@ async fn start(limits: ServeLimits) -> Server {
         content,
         ingest,
         metrics: Default::default(),
-        assets: web::find_assets(Some(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        assets: Default::default(),
         health: None,
         network: None,
         cache: Default::default(),

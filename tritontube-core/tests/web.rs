@@ -49,7 +49,9 @@ fn site(max_upload: u64) -> Site {
         content,
         ingest,
         metrics: Default::default(),
-        assets: tritontube_core::web::find_assets(Some(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        assets: Arc::new(tritontube_core::web::Assets::find(Some(Path::new(env!(
+            "CARGO_MANIFEST_DIR"
+        ))))),
         health: None,
         network: None,
         cache: Default::default(),
@@ -273,15 +275,10 @@ async fn upload_transcode_and_serve() {
     let w = get(&s.app, "/videos/my-clip").await;
     assert_eq!(w.status(), 200);
     let html = String::from_utf8_lossy(w.body());
-    assert!(html.contains("dash.all.min.js") && html.contains("/content/my-clip/manifest.mpd"));
+    assert!(html.contains("/content/my-clip/manifest.mpd"));
     let list: serde_json::Value =
         serde_json::from_slice(get(&s.app, "/api/videos").await.body()).unwrap();
     assert_eq!(list["videos"][0]["id"], "my-clip");
-    if s.app.assets.is_some() {
-        let js = get(&s.app, "/static/dash.all.min.js").await;
-        assert_eq!(js.status(), 200);
-        assert!(js.body().len() > 100_000);
-    }
     assert_eq!(get(&s.app, "/static/../../etc/passwd").await.status(), 404);
     let health = get(&s.app, "/healthz").await;
     assert_eq!(health.status(), 200);
@@ -355,6 +352,238 @@ async fn a_clip_without_audio_has_no_audio_set() {
         !mpd.contains("audio"),
         "no empty audio adaptation set: {mpd}"
     );
+}
+
+/// A portrait clip gets its ladder by its short side: a 720x1280 source
+/// keeps its full width (before, its top rung was 594x1056), and the
+/// manifest lists exactly those rungs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portrait_clip_gets_rungs_by_its_short_side() {
+    let s = site(50 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = small_clip(tmp.path(), "portrait.mp4", "720x1280", H264);
+    let data = std::fs::read(path).unwrap();
+    let r = upload(&s.app, &[("file", Some("portrait.mp4"), &data)]).await;
+    assert_eq!(r.status(), 303, "{:?}", r.body());
+    let v = wait_ready(&s.app, "portrait").await;
+    let rungs: Vec<(u64, u64)> = v["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()))
+        .collect();
+    let expected = [(720, 1280), (468, 832), (360, 640)];
+    assert_eq!(rungs, expected, "{v}");
+    let mpd = String::from_utf8_lossy(get(&s.app, "/content/portrait/manifest.mpd").await.body())
+        .to_string();
+    let in_manifest: Vec<(u64, u64)> = mpd
+        .split("<Representation ")
+        .skip(1)
+        .filter_map(|rep| {
+            let tag = &rep[..rep.find('>')?];
+            let num = |name: &str| -> Option<u64> {
+                let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+                tag[at..].split('"').next()?.parse().ok()
+            };
+            Some((num("width")?, num("height")?))
+        })
+        .collect();
+    assert_eq!(in_manifest, expected, "{mpd}");
+    // The watch page sizes the player by the top rung.
+    let w = get(&s.app, "/videos/portrait").await;
+    assert!(
+        String::from_utf8_lossy(w.body()).contains("--w:720;--h:1280"),
+        "{:?}",
+        w.body()
+    );
+}
+
+/// `mp4` with its video track's matrix set to a quarter turn, the way a
+/// phone marks a clip filmed upright (its frames stored sideways).
+fn turned_upright(mp4: &[u8]) -> Vec<u8> {
+    let mut d = mp4.to_vec();
+    let at = d
+        .windows(4)
+        .position(|w| w == b"tkhd")
+        .expect("a track header");
+    assert_eq!(d[at + 4], 0, "a version 0 track header");
+    // Flags, two times, track id, reserved, duration, eight reserved bytes,
+    // layer, group, volume, reserved; then the matrix.
+    let matrix = at + 4 + 4 + 4 * 5 + 8 + 2 + 2 + 2 + 2;
+    let turned: [i32; 9] = [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30];
+    for (i, v) in turned.iter().enumerate() {
+        d[matrix + 4 * i..matrix + 4 * i + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    d
+}
+
+/// A phone's portrait clip (640x360 frames, shown turned upright) gets the
+/// portrait ladder, and its DASH frames are upright without any turn left
+/// for the player to apply again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clip_filmed_upright_is_transcoded_upright() {
+    let s = site(50 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = small_clip(tmp.path(), "phone.mp4", "640x360", H264);
+    let data = turned_upright(&std::fs::read(path).unwrap());
+    let r = upload(&s.app, &[("file", Some("phone.mp4"), &data)]).await;
+    assert_eq!(r.status(), 303, "{:?}", r.body());
+    let v = wait_ready(&s.app, "phone").await;
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(360), Some(640)),
+        "{v}"
+    );
+    let rungs: Vec<(u64, u64)> = v["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rungs, [(360, 640)], "{v}");
+    // The stream as a player gets it: init segment and first chunk.
+    let mut stream = get(&s.app, "/content/phone/init-0.m4s")
+        .await
+        .body()
+        .to_vec();
+    stream.extend_from_slice(get(&s.app, "/content/phone/chunk-0-00001.m4s").await.body());
+    let file = tmp.path().join("played.mp4");
+    std::fs::write(&file, stream).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-of", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let video = &info["streams"][0];
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(360), Some(640)),
+        "{info}"
+    );
+    assert!(
+        !info.to_string().contains("rotation"),
+        "no turn left for the player: {info}"
+    );
+}
+
+/// dash.js and the favicon, with their content types and caching: the
+/// versioned URL the watch page names is cached for good, any other name is
+/// revalidated by ETag.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_player_and_the_favicon_are_served_with_caching() {
+    let s = site(50 * 1024 * 1024);
+    assert!(
+        s.app.assets.has_player(),
+        "dash.js installed at the workspace root (run `npm ci`)"
+    );
+    let url = s.app.assets.dash_js_url();
+    let (path, version) = url.split_once("?v=").expect("a versioned URL");
+    assert_eq!(path, "/static/dash.all.min.js");
+
+    let js = get(&s.app, &url).await;
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        js.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(js.body().len() > 100_000);
+    assert!(String::from_utf8_lossy(&js.body()[..200]).contains("license"));
+    let etag = js.headers()["etag"].to_str().unwrap().to_string();
+    assert!(
+        etag.trim_matches('"').starts_with(version),
+        "{etag} {version}"
+    );
+
+    let plain = get(&s.app, path).await;
+    assert_eq!(plain.status(), 200);
+    assert_eq!(plain.body(), js.body());
+    assert_eq!(plain.headers()["cache-control"], "no-cache");
+    let stale = get(&s.app, &format!("{path}?v=0000000000000000")).await;
+    assert_eq!(stale.headers()["cache-control"], "no-cache");
+    let routes = filters::routes(s.app.clone());
+    let r = warp::test::request()
+        .path(path)
+        .header("if-none-match", &etag)
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 304);
+    assert!(r.body().is_empty());
+    let r = warp::test::request()
+        .method("HEAD")
+        .path(path)
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let license = get(&s.app, "/static/dash.all.min.js.LICENSE.txt").await;
+    assert_eq!(license.status(), 200);
+    assert_eq!(
+        license.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+
+    for (path, kind) in [
+        ("/favicon.ico", "image/x-icon"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = get(&s.app, path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], kind, "{path}");
+        assert_eq!(
+            r.headers()["cache-control"],
+            "public, max-age=86400",
+            "{path}"
+        );
+        assert!(r.headers().contains_key("etag"), "{path}");
+    }
+    for missing in [
+        "/static/dash.all.debug.js",
+        "/static/",
+        "/static/a/dash.all.min.js",
+        "/favicon.png",
+    ] {
+        assert_eq!(get(&s.app, missing).await.status(), 404, "{missing}");
+    }
+    let r = warp::test::request()
+        .method("POST")
+        .path("/favicon.ico")
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 405);
+}
+
+/// Every page has one `<h1>`, labelled controls and a live region for
+/// upload messages; the not-found page leads home.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_have_a_heading_labels_and_a_way_home() {
+    let s = site(50 * 1024 * 1024);
+    let home = get(&s.app, "/").await;
+    let home = String::from_utf8_lossy(home.body()).to_string();
+    assert_eq!(home.matches("<h1").count(), 1, "{home}");
+    assert!(home.contains("<label for=\"upload-file\">"), "{home}");
+    assert!(home.contains("aria-live=\"polite\""), "{home}");
+    for path in ["/no/such/page", "/videos/nope"] {
+        let r = get(&s.app, path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let html = String::from_utf8_lossy(r.body()).to_string();
+        assert_eq!(html.matches("<h1").count(), 1, "{path}: {html}");
+        assert!(
+            html.contains("<a href=\"/\">"),
+            "{path}: a way home: {html}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,6 +7,9 @@
 //!
 //! With no positional arguments it runs on an embedded default: SQLite and a
 //! local content directory under `--data-dir`.
+//!
+//! dash.js (the browser's player) is built into this binary (see `build.rs`),
+//! so it needs no `node_modules` at run time.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,8 +19,13 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tritontube_core::cluster::{HealConfig, HealthConfig};
 use tritontube_core::server::{WebOptions, run};
-use tritontube_core::web::ServeLimits;
 use tritontube_core::web::cache::CacheConfig;
+use tritontube_core::web::{Assets, ServeLimits};
+
+/// dash.js and its licence notice, from the `dashjs` npm package that
+/// `package-lock.json` pins (found by `build.rs`).
+const DASH_JS: &[u8] = include_bytes!(env!("TRITONTUBE_DASH_JS"));
+const DASH_JS_LICENSE: &[u8] = include_bytes!(env!("TRITONTUBE_DASH_JS_LICENSE"));
 
 /// The TritonTube web server.
 #[derive(Parser)]
@@ -55,7 +63,8 @@ struct Args {
     /// A file holding the admin token (first line).
     #[arg(long, conflicts_with = "admin_token")]
     admin_token_file: Option<PathBuf>,
-    /// Directory holding dash.all.min.js (found in node_modules if not given).
+    /// Serve dash.js from this directory (holding dash.all.min.js, e.g.
+    /// node_modules/dashjs/dist/modern/umd) instead of the copy built in.
     #[arg(long)]
     assets: Option<PathBuf>,
     /// Seconds between health checks of each storage node.
@@ -150,6 +159,10 @@ fn options(args: Args) -> Result<WebOptions, String> {
     };
     let after = secs("rereplicate-after", args.rereplicate_after)?;
     let admin_token = admin_token(&args)?;
+    let assets = match &args.assets {
+        Some(dir) => Assets::from_dir(dir).map_err(|e| format!("tritontube-web: --assets: {e}"))?,
+        None => Assets::embedded(DASH_JS, DASH_JS_LICENSE),
+    };
     Ok(WebOptions {
         host: args.host,
         port: args.port,
@@ -161,7 +174,7 @@ fn options(args: Args) -> Result<WebOptions, String> {
         max_upload_bytes: args.max_upload_mb * 1024 * 1024,
         workers: args.workers,
         admin_token,
-        assets: args.assets,
+        assets,
         health: HealthConfig {
             interval: secs("health-interval", args.health_interval)?,
             timeout: secs("health-timeout", args.health_timeout)?,

@@ -4,123 +4,9 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use base64::Engine;
+use common::browser::{Browser, screenshots};
 use common::*;
-use serde_json::{Value, json};
-
-/// A WebDriver session on chromedriver, spoken to over its HTTP protocol.
-struct Browser {
-    driver: Proc,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-}
-
-impl Browser {
-    async fn start(profile: &std::path::Path) -> Browser {
-        let port = free_port();
-        // Its own process group, so that dropping it also stops the
-        // browser it started.
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian package chromium-driver)");
-        let driver = Proc {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        };
-        wait_port(&driver.addr).await;
-        let base = format!("http://{}", driver.addr);
-        let http = reqwest::Client::new();
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--autoplay-policy=no-user-gesture-required", "--window-size=1280,900",
-                         format!("--user-data-dir={}", profile.display())]
-            }
-        }}});
-        let r: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {r}"))
-            .to_string();
-        Browser {
-            driver,
-            base,
-            session,
-            http,
-        }
-    }
-
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}/{path}", self.base, self.session);
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r: Value = req.send().await.unwrap().json().await.unwrap();
-        r["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "url", Some(json!({"url": url})))
-            .await;
-    }
-
-    async fn eval(&self, script: &str) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "execute/sync",
-            Some(json!({"script": script, "args": []})),
-        )
-        .await
-    }
-
-    async fn screenshot(&self, to: &std::path::Path) {
-        let v = self.cmd(reqwest::Method::GET, "screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap();
-        std::fs::write(to, png).unwrap();
-    }
-}
-
-impl Browser {
-    /// Ends the session: chromedriver closes the browser.
-    async fn quit(&self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.driver.child.id());
-        let _ = Command::new("kill").args(["-9", "--", &group]).status();
-        self.driver.kill9();
-    }
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upload_then_play_in_chromium() {
@@ -167,36 +53,12 @@ async fn upload_then_play_in_chromium() {
         }
     }
 
-    let browser = Browser::start(&root.path().join("profile")).await;
+    let browser = Browser::start(&root.path().join("profile"), 1280, 900).await;
     for id in ["with-audio", "silent"] {
         browser
             .goto(&format!("http://{}/videos/{id}", web.addr))
             .await;
-        let deadline = Instant::now() + Duration::from_secs(40);
-        let mut first_time = None;
-        let state = loop {
-            let st = browser
-                .eval("const v = document.querySelector('video'); return {t: v ? v.currentTime : -1, w: v ? v.videoWidth : 0, err: window.playerError, q: document.querySelectorAll('#quality option').length};")
-                .await;
-            let t = st["t"].as_f64().unwrap_or(-1.0);
-            assert!(
-                st["err"].is_null(),
-                "{id}: the player reported an error: {st}"
-            );
-            if t > 0.0 && first_time.is_none() {
-                first_time = Some(t);
-            }
-            if let Some(t0) = first_time
-                && t > t0 + 0.5
-            {
-                break st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id}: playback did not advance: {st}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let state = browser.wait_playing(id).await;
         assert!(
             state["w"].as_u64().unwrap() > 0,
             "{id}: videoWidth > 0: {state}"
@@ -205,16 +67,13 @@ async fn upload_then_play_in_chromium() {
             state["q"].as_u64().unwrap() >= 2,
             "{id}: the quality menu lists the ladder: {state}"
         );
-        let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e");
-        std::fs::create_dir_all(&shots).unwrap();
         browser
-            .screenshot(&shots.join(format!("watch-{id}.png")))
+            .screenshot(&screenshots().join(format!("watch-{id}.png")))
             .await;
     }
     browser.goto(&format!("http://{}/", web.addr)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e");
-    browser.screenshot(&shots.join("home.png")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    browser.screenshot(&screenshots().join("home.png")).await;
     let titles = browser
         .eval("return Array.from(document.querySelectorAll('.grid .t')).map(e => e.textContent);")
         .await;

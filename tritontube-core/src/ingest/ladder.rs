@@ -9,7 +9,8 @@ use crate::metadata::Rendition;
 /// Seconds per DASH segment.
 pub const SEGMENT_SECS: u32 = 4;
 
-/// The standard rungs: height and video bit rate.
+/// The standard rungs: short side (the "p" of 1080p, whichever way the
+/// frame stands) and video bit rate.
 const RUNGS: [(u32, u64); 4] = [
     (1080, 5_000_000),
     (720, 2_800_000),
@@ -17,10 +18,22 @@ const RUNGS: [(u32, u64); 4] = [
     (360, 800_000),
 ];
 
-/// Aspect ratios a source is snapped to (by cropping a few pixels) when it is
-/// within 1.5% of one: every rung of a DASH adaptation set must have exactly
-/// the same display aspect ratio, with square pixels.
-const NICE: [(u32, u32); 7] = [(16, 9), (4, 3), (1, 1), (9, 16), (3, 4), (21, 9), (3, 2)];
+/// Aspect ratios (width:height) a source is snapped to (by cropping a few
+/// pixels) when it is within 1.5% of one: every rung of a DASH adaptation set
+/// must have exactly the same display aspect ratio, with square pixels. Each
+/// landscape ratio has its portrait twin, so a portrait source gets the
+/// landscape ladder turned on its side.
+const NICE: [(u32, u32); 9] = [
+    (16, 9),
+    (4, 3),
+    (1, 1),
+    (9, 16),
+    (3, 4),
+    (21, 9),
+    (9, 21),
+    (3, 2),
+    (2, 3),
+];
 
 /// The ladder for one source.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,67 +44,111 @@ pub struct Ladder {
     pub rungs: Vec<Rendition>,
 }
 
-/// The rungs at or below the source height, all of exactly one aspect ratio
-/// with even sizes (a rung whose standard height gives no exact even width
-/// moves down to the nearest height that does, e.g. 16:9 480p becomes
-/// 832×468). A source of no common aspect ratio gets one rung at its own size.
+/// The ladder for a `width`×`height` source.
+///
+/// Rungs are chosen by the frame's short side, so a portrait source gets
+/// exactly the landscape ladder turned on its side (1080×1920 gets
+/// 1080×1920, 720×1280, 468×832, 360×640, as 1920×1080 gets 1920×1080,
+/// 1280×720, 832×468, 640×360). Every rung:
+///
+/// - is at or below the source (never upscaled);
+/// - has exactly the aspect ratio of every other rung, with even sizes (a
+///   rung whose standard short side gives no exact even long side moves down
+///   to the nearest that does, e.g. 16:9 480p becomes 832×468).
+///
+/// A source of no common aspect ratio, or too small for any exact frame of
+/// its ratio, gets one rung at its own size (made even).
+///
+/// ```
+/// use tritontube_core::ingest::ladder::ladder;
+/// let sizes = |w, h| ladder(w, h).rungs.iter().map(|r| (r.width, r.height)).collect::<Vec<_>>();
+/// assert_eq!(sizes(1080, 1920)[0], (1080, 1920));
+/// assert_eq!(sizes(1920, 1080)[0], (1920, 1080));
+/// assert_eq!(sizes(360, 640), [(360, 640)]);
+/// ```
 pub fn ladder(width: u32, height: u32) -> Ladder {
     let (w, h) = (width.max(2), height.max(2));
-    let aspect = w as f64 / h as f64;
-    let nice = NICE
-        .iter()
-        .copied()
-        .find(|(a, b)| ((*a as f64 / *b as f64) - aspect).abs() / aspect < 0.015);
-    let Some((a, b)) = nice else {
-        let (ew, eh) = (w / 2 * 2, h / 2 * 2);
-        return Ladder {
-            crop: (ew != w || eh != h).then_some((ew, eh)),
-            rungs: vec![Rendition {
-                id: "0".into(),
-                width: ew,
-                height: eh,
-                bitrate: bitrate_for(eh),
-            }],
-        };
+    let Some((a, b)) = nice_ratio(w, h) else {
+        return own_size(w, h);
     };
     // The largest exact a:b frame inside the source.
     let k = (w / a).min(h / b);
     let (cw, ch) = (a * k, b * k);
-    let crop = (cw != w || ch != h).then_some((cw, ch));
-    let exact = |h: u32| {
-        h.is_multiple_of(2) && (h * a).is_multiple_of(b) && ((h * a) / b).is_multiple_of(2)
+    // Sizes are worked out on the short side `s`; the long side is
+    // `s * long / short`, which must be a whole, even number.
+    let (short, long) = (a.min(b), a.max(b));
+    let exact = |s: u32| {
+        s.is_multiple_of(2)
+            && (s * long).is_multiple_of(short)
+            && (s * long / short).is_multiple_of(2)
     };
     let snap = |target: u32| {
         (target.saturating_sub(target / 6)..=target)
             .rev()
-            .find(|h| exact(*h))
+            .find(|s| exact(*s))
     };
-    let mut heights: Vec<(u32, u64)> = RUNGS
+    let source_short = cw.min(ch);
+    let mut sides: Vec<(u32, u64)> = RUNGS
         .iter()
-        .filter(|(rh, _)| *rh <= ch)
-        .filter_map(|(rh, br)| snap(*rh).map(|h| (h, *br)))
+        .filter(|(rs, _)| *rs <= source_short)
+        .filter_map(|(rs, br)| snap(*rs).map(|s| (s, *br)))
         .collect();
-    if heights.is_empty() {
-        let h = (2..=ch).rev().find(|h| exact(*h)).unwrap_or(2);
-        heights.push((h, bitrate_for(h)));
+    if sides.is_empty() {
+        match (2..=source_short).rev().find(|s| exact(*s)) {
+            Some(s) => sides.push((s, bitrate_for(s))),
+            None => return own_size(w, h),
+        }
     }
+    let size = |s: u32| {
+        let l = s * long / short;
+        if a >= b { (l, s) } else { (s, l) }
+    };
     Ladder {
-        crop,
-        rungs: heights
+        crop: (cw != w || ch != h).then_some((cw, ch)),
+        rungs: sides
             .into_iter()
             .enumerate()
-            .map(|(i, (h, bitrate))| Rendition {
-                id: i.to_string(),
-                width: h * a / b,
-                height: h,
-                bitrate,
+            .map(|(i, (s, bitrate))| {
+                let (width, height) = size(s);
+                Rendition {
+                    id: i.to_string(),
+                    width,
+                    height,
+                    bitrate,
+                }
             })
             .collect(),
     }
 }
 
-fn bitrate_for(height: u32) -> u64 {
-    (height as u64 * 2_200).clamp(150_000, 5_000_000)
+/// The entry of [`NICE`] within 1.5% of `w:h`, measured the same way for
+/// a frame and for the frame turned on its side.
+fn nice_ratio(w: u32, h: u32) -> Option<(u32, u32)> {
+    let aspect = w as f64 / h as f64;
+    NICE.iter().copied().find(|(a, b)| {
+        let r = *a as f64 / *b as f64;
+        (r / aspect).max(aspect / r) < 1.015
+    })
+}
+
+/// One rung at the source's own size, made even by cropping a pixel where
+/// needed.
+fn own_size(w: u32, h: u32) -> Ladder {
+    let (ew, eh) = (w / 2 * 2, h / 2 * 2);
+    Ladder {
+        crop: (ew != w || eh != h).then_some((ew, eh)),
+        rungs: vec![Rendition {
+            id: "0".into(),
+            width: ew,
+            height: eh,
+            bitrate: bitrate_for(ew.min(eh)),
+        }],
+    }
+}
+
+/// The bit rate of a rung off the standard ones, by its short side.
+fn bitrate_for(short_side: u32) -> u64 {
+    (short_side as u64 * 2_200).clamp(150_000, 5_000_000)
 }
 
 /// The ffmpeg arguments transcoding `input` into a DASH ladder in `out_dir`
@@ -196,46 +253,149 @@ mod tests {
         l.rungs.iter().map(|r| (r.width, r.height)).collect()
     }
 
+    fn turned(sizes: &[(u32, u32)]) -> Vec<(u32, u32)> {
+        sizes.iter().map(|&(w, h)| (h, w)).collect()
+    }
+
     #[test]
-    fn only_rungs_at_or_below_the_source_all_of_one_aspect() {
+    fn landscape_rungs_at_or_below_the_source() {
         let l = ladder(1920, 1080);
         assert_eq!(l.crop, None);
         assert_eq!(
             sizes(&l),
             [(1920, 1080), (1280, 720), (832, 468), (640, 360)]
         );
+        let bitrates: Vec<u64> = l.rungs.iter().map(|r| r.bitrate).collect();
+        assert_eq!(bitrates, [5_000_000, 2_800_000, 1_400_000, 800_000]);
+        // Larger than the top rung: scaled down, never more rungs.
+        assert_eq!(sizes(&ladder(3840, 2160)), sizes(&l));
         let l = ladder(1280, 720);
         assert_eq!(sizes(&l), [(1280, 720), (832, 468), (640, 360)]);
+        let l = ladder(640, 480);
+        assert_eq!(sizes(&l), [(640, 480), (480, 360)]);
+        assert_eq!(sizes(&ladder(2520, 1080))[0], (2520, 1080));
+    }
+
+    #[test]
+    fn portrait_rungs_by_the_short_side() {
+        // The issue's case: a phone's 1080x1920 keeps its full width.
+        let l = ladder(1080, 1920);
+        assert_eq!(l.crop, None);
+        assert_eq!(
+            sizes(&l),
+            [(1080, 1920), (720, 1280), (468, 832), (360, 640)]
+        );
+        let bitrates: Vec<u64> = l.rungs.iter().map(|r| r.bitrate).collect();
+        assert_eq!(bitrates, [5_000_000, 2_800_000, 1_400_000, 800_000]);
+        assert_eq!(
+            sizes(&ladder(720, 1280)),
+            [(720, 1280), (468, 832), (360, 640)]
+        );
+        assert_eq!(sizes(&ladder(360, 640)), [(360, 640)]);
+        assert_eq!(sizes(&ladder(480, 640)), [(480, 640), (360, 480)]);
+        assert_eq!(sizes(&ladder(2160, 3840))[0], (1080, 1920));
+        // 2:3 and 9:21 have their ladders too, not one odd-sized rung.
+        assert_eq!(
+            sizes(&ladder(720, 1080)),
+            [(720, 1080), (480, 720), (360, 540)]
+        );
+        assert_eq!(sizes(&ladder(1080, 2520))[0], (1080, 2520));
+    }
+
+    #[test]
+    fn square_rungs() {
+        let l = ladder(1080, 1080);
+        assert_eq!(
+            sizes(&l),
+            [(1080, 1080), (720, 720), (480, 480), (360, 360)]
+        );
+        let l = ladder(500, 500);
+        assert_eq!(l.crop, None);
+        assert_eq!(sizes(&l), [(480, 480), (360, 360)]);
+        assert_eq!(sizes(&ladder(101, 101)), [(100, 100)]);
+    }
+
+    #[test]
+    fn odd_sizes_are_cropped_to_an_exact_even_frame() {
         // 854x480 is not exactly 16:9: cropped by a few pixels to be.
         let l = ladder(854, 480);
         assert_eq!(l.crop, Some((848, 477)));
         assert_eq!(sizes(&l), [(640, 360)]);
-        let l = ladder(640, 480);
-        assert_eq!(sizes(&l), [(640, 480), (480, 360)]);
-        // Portrait.
-        let l = ladder(720, 1280);
-        assert_eq!(sizes(&l), [(594, 1056), (396, 704), (270, 480), (198, 352)]);
-        // Smaller than every rung.
-        let l = ladder(320, 240);
-        assert_eq!(sizes(&l), [(320, 240)]);
+        let l = ladder(480, 854);
+        assert_eq!(l.crop, Some((477, 848)));
+        assert_eq!(sizes(&l), [(360, 640)]);
+        let l = ladder(1081, 1921);
+        assert_eq!(l.crop, Some((1080, 1920)));
+        assert_eq!(sizes(&l)[0], (1080, 1920));
         // No common aspect ratio: one rung at the source size, even.
         let l = ladder(1001, 333);
+        assert_eq!(l.crop, Some((1000, 332)));
         assert_eq!(sizes(&l), [(1000, 332)]);
-        for l in [
-            ladder(1920, 1080),
-            ladder(640, 480),
-            ladder(720, 1280),
-            ladder(854, 480),
-        ] {
-            let (w0, h0) = (l.rungs[0].width as u64, l.rungs[0].height as u64);
-            for r in &l.rungs {
-                assert_eq!(
-                    r.width as u64 * h0,
-                    w0 * r.height as u64,
-                    "same aspect: {l:?}"
-                );
-                assert_eq!((r.width % 2, r.height % 2), (0, 0), "even: {l:?}");
+        assert_eq!(sizes(&ladder(333, 1001)), [(332, 1000)]);
+    }
+
+    #[test]
+    fn tiny_sources_get_one_rung_at_their_size() {
+        assert_eq!(sizes(&ladder(320, 240)), [(320, 240)]);
+        assert_eq!(sizes(&ladder(240, 320)), [(240, 320)]);
+        assert_eq!(sizes(&ladder(160, 90)), [(160, 90)]);
+        assert_eq!(sizes(&ladder(90, 160)), [(90, 160)]);
+        // Too small for any exact even 16:9 frame: its own size, made even,
+        // rather than a distorted or odd-sized one.
+        assert_eq!(sizes(&ladder(16, 9)), [(16, 8)]);
+        assert_eq!(sizes(&ladder(9, 16)), [(8, 16)]);
+        assert_eq!(sizes(&ladder(2, 2)), [(2, 2)]);
+        assert_eq!(sizes(&ladder(1, 1)), [(2, 2)]);
+        assert_eq!(sizes(&ladder(0, 0)), [(2, 2)]);
+        assert_eq!(sizes(&ladder(3, 1)), [(2, 2)]);
+    }
+
+    /// Over a grid of sizes: every rung even, within the (cropped) source,
+    /// of one aspect ratio, smaller than the one before, at most 1080 on its
+    /// short side; and a source turned on its side gets the same ladder
+    /// turned on its side.
+    #[test]
+    fn every_ladder_is_even_within_the_source_and_turns_with_it() {
+        let mut checked = 0;
+        for w in (2..2400)
+            .step_by(23)
+            .chain([1080, 1920, 720, 1280, 2160, 3840])
+        {
+            for h in (2..2400)
+                .step_by(29)
+                .chain([1080, 1920, 720, 1280, 2160, 3840])
+            {
+                let l = ladder(w, h);
+                let (sw, sh) = l.crop.unwrap_or((w, h));
+                assert!(sw <= w.max(2) && sh <= h.max(2), "{w}x{h}: {l:?}");
+                let (w0, h0) = (l.rungs[0].width as u64, l.rungs[0].height as u64);
+                let mut last = u32::MAX;
+                for r in &l.rungs {
+                    assert_eq!((r.width % 2, r.height % 2), (0, 0), "even: {w}x{h} {l:?}");
+                    assert!(
+                        r.width <= sw && r.height <= sh,
+                        "never upscaled: {w}x{h} {l:?}"
+                    );
+                    assert_eq!(
+                        r.width as u64 * h0,
+                        w0 * r.height as u64,
+                        "one aspect: {w}x{h} {l:?}"
+                    );
+                    assert!(r.width < last, "largest first: {w}x{h} {l:?}");
+                    last = r.width;
+                }
+                if l.rungs.len() > 1 {
+                    assert!(
+                        l.rungs[0].width.min(l.rungs[0].height) <= 1080,
+                        "{w}x{h} {l:?}"
+                    );
+                }
+                let t = ladder(h, w);
+                assert_eq!(sizes(&t), turned(&sizes(&l)), "turned: {w}x{h}");
+                assert_eq!(t.crop, l.crop.map(|(a, b)| (b, a)), "turned: {w}x{h}");
+                checked += 1;
             }
         }
+        assert!(checked > 9_000);
     }
 }

@@ -17,9 +17,12 @@ use crate::error::{Error, Result};
 pub struct Probe {
     /// Duration in seconds (> 0).
     pub duration_secs: f64,
-    /// Width of the first video stream.
+    /// Width of the first video stream as it is shown: after the quarter
+    /// turns its display matrix asks for (a phone filming upright stores
+    /// 1920x1080 frames turned by 90 degrees), which ffmpeg applies to every
+    /// frame it decodes.
     pub width: u32,
-    /// Height of the first video stream.
+    /// Height of the first video stream as it is shown (see `width`).
     pub height: u32,
     /// Frames per second of the first video stream (25 if unknown).
     pub fps: f64,
@@ -46,6 +49,36 @@ struct Stream {
     r_frame_rate: Option<String>,
     duration: Option<String>,
     disposition: Option<Disposition>,
+    #[serde(default)]
+    side_data_list: Vec<SideData>,
+    tags: Option<Tags>,
+}
+
+/// One entry of a stream's side data; only the display matrix's rotation
+/// (degrees, counter-clockwise) matters here.
+#[derive(Deserialize)]
+struct SideData {
+    rotation: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct Tags {
+    /// Older ffprobe versions give the rotation as a tag (degrees,
+    /// clockwise).
+    rotate: Option<String>,
+}
+
+impl Stream {
+    /// Whether frames are shown turned by a quarter (90 or 270 degrees).
+    fn turned_on_its_side(&self) -> bool {
+        let rotation = self
+            .side_data_list
+            .iter()
+            .find_map(|d| d.rotation)
+            .or_else(|| self.tags.as_ref()?.rotate.as_deref()?.trim().parse().ok())
+            .unwrap_or(0.0);
+        ((rotation / 90.0).round() as i64).rem_euclid(2) == 1
+    }
 }
 
 #[derive(Deserialize)]
@@ -220,11 +253,14 @@ fn read(parsed: &Out, container: &'static Container) -> Result<Probe> {
             "the file is unreadable or truncated: it has no positive duration (a still image is not a video)",
         ));
     }
-    let (width, height) = (video.width.unwrap_or(0), video.height.unwrap_or(0));
+    let (mut width, mut height) = (video.width.unwrap_or(0), video.height.unwrap_or(0));
     if width == 0 || height == 0 {
         return Err(refuse(
             "the video stream has no frame size; the file may be truncated",
         ));
+    }
+    if video.turned_on_its_side() {
+        (width, height) = (height, width);
     }
     let fps = rate(&video.avg_frame_rate)
         .or(rate(&video.r_frame_rate))
@@ -342,5 +378,84 @@ mod tests {
         assert_eq!((p.width, p.height, p.has_audio), (160, 120, false));
         let p = probe(&clip(tmp.path(), "c.ts")).await.unwrap();
         assert_eq!(p.container.demuxer, "mpegts");
+    }
+
+    /// A clip stored sideways with a display matrix turning it upright (as
+    /// phones film) is the size it is shown at, the size ffmpeg's frames
+    /// have once it applies the turn.
+    #[tokio::test]
+    async fn a_turned_clip_is_the_size_it_is_shown_at() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = clip(tmp.path(), "c.mp4");
+        let turned = tmp.path().join("turned.mp4");
+        std::fs::write(&turned, turn_upright(&std::fs::read(&c).unwrap())).unwrap();
+        let p = probe(&turned).await.unwrap();
+        assert_eq!((p.width, p.height), (120, 160));
+        let frame = tmp.path().join("frame.png");
+        let st = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-i"])
+            .arg(&turned)
+            .args(["-frames:v", "1"])
+            .arg(&frame)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let shown = probe_image_size(&frame);
+        assert_eq!(shown, (p.width, p.height), "ffmpeg's frames");
+    }
+
+    #[test]
+    fn rotation_from_side_data_or_the_old_tag() {
+        let stream = |json: &str| serde_json::from_str::<Stream>(json).unwrap();
+        assert!(
+            stream(r#"{"side_data_list":[{"side_data_type":"Display Matrix","rotation":-90}]}"#)
+                .turned_on_its_side()
+        );
+        assert!(stream(r#"{"side_data_list":[{"rotation":270}]}"#).turned_on_its_side());
+        assert!(!stream(r#"{"side_data_list":[{"rotation":180}]}"#).turned_on_its_side());
+        assert!(
+            !stream(r#"{"side_data_list":[{"side_data_type":"CPB properties"}]}"#)
+                .turned_on_its_side()
+        );
+        assert!(stream(r#"{"tags":{"rotate":"90"}}"#).turned_on_its_side());
+        assert!(!stream(r#"{"tags":{"rotate":"0"}}"#).turned_on_its_side());
+        assert!(!stream("{}").turned_on_its_side());
+    }
+
+    /// `mp4` with its video track's matrix set to a quarter turn, the way a
+    /// phone marks a clip filmed upright.
+    fn turn_upright(mp4: &[u8]) -> Vec<u8> {
+        let mut d = mp4.to_vec();
+        let at = d
+            .windows(4)
+            .position(|w| w == b"tkhd")
+            .expect("a track header");
+        // Version 0: flags, two times, track id, reserved, duration, eight
+        // reserved bytes, layer, group, volume, reserved; then the matrix.
+        assert_eq!(d[at + 4], 0, "a version 0 track header");
+        let matrix = at + 4 + 4 + 4 * 5 + 8 + 2 + 2 + 2 + 2;
+        let turned: [i32; 9] = [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30];
+        for (i, v) in turned.iter().enumerate() {
+            d[matrix + 4 * i..matrix + 4 * i + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        d
+    }
+
+    fn probe_image_size(path: &Path) -> (u32, u32) {
+        let out = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=width,height",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (w, h) = text.trim().split_once(',').unwrap();
+        (w.parse().unwrap(), h.parse().unwrap())
     }
 }

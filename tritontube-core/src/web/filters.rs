@@ -101,8 +101,16 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(warp::get())
         .and(with_app(app.clone()))
         .and_then(handlers::metrics);
-    let assets = warp::path!("static" / String)
-        .and(warp::get())
+    let asset_path = warp::path!("static" / String)
+        .map(|name: String| format!("static/{name}"))
+        .or(warp::path!("favicon.ico").map(|| "favicon.ico".to_string()))
+        .unify()
+        .or(warp::path!("favicon.svg").map(|| "favicon.svg".to_string()))
+        .unify();
+    let assets = asset_path
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::query::<handlers::AssetQuery>())
+        .and(warp::header::optional::<String>("if-none-match"))
         .and(with_app(app))
         .and_then(handlers::asset);
 

@@ -137,7 +137,7 @@ async fn read_small(part: warp::multipart::Part) -> Result<String, Error> {
 pub async fn watch(id: String, app: App) -> Reply_ {
     let id = VideoId::new(id).map_err(html_err)?;
     let v = app.meta.get_video(&id).await.map_err(html_err)?;
-    Ok(warp::reply::html(pages::watch(&v)).into_response())
+    Ok(warp::reply::html(pages::watch(&v, &app.assets.dash_js_url())).into_response())
 }
 
 fn content_type(file: &str) -> &'static str {
@@ -148,6 +148,15 @@ fn content_type(file: &str) -> &'static str {
         Some("mp4") => "video/mp4",
         _ => "application/octet-stream",
     }
+}
+
+/// Whether an `If-None-Match` header names `etag` (or is `*`), by the weak
+/// comparison (RFC 9110 13.1.2): `W/"x"` matches `"x"`.
+fn none_match_hits(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.trim() == "*"
+        || if_none_match
+            .split(',')
+            .any(|t| t.trim().trim_start_matches("W/") == etag)
 }
 
 /// A byte position: digits only; a number too large for `u64` is as good
@@ -241,15 +250,10 @@ pub async fn content(
             .header(header::CACHE_CONTROL, cache)
             .header(header::ACCEPT_RANGES, "bytes")
     };
-    // If-None-Match uses the weak comparison (RFC 9110 13.1.2): `W/"x"`
-    // matches `"x"`.
-    if let Some(inm) = headers
+    if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
-        && (inm
-            .split(',')
-            .any(|t| t.trim().trim_start_matches("W/") == etag)
-            || inm.trim() == "*")
+        .is_some_and(|inm| none_match_hits(inm, &etag))
     {
         return respond(
             builder().status(StatusCode::NOT_MODIFIED),
@@ -618,23 +622,33 @@ pub async fn metrics(app: App) -> Reply_ {
     .into_response())
 }
 
-/// `GET /static/<file>`: dash.js from the installed npm package.
-pub async fn asset(name: String, app: App) -> Reply_ {
-    let allowed = ["dash.all.min.js", "dash.all.min.js.map"];
-    let Some(dir) = app
-        .assets
-        .as_ref()
-        .filter(|_| allowed.contains(&name.as_str()))
-    else {
-        return Err(html_err(Error::not_found(format!("static/{name}"))));
+/// Query of an asset: `v`, the version the page named it by.
+#[derive(Debug, Deserialize)]
+pub struct AssetQuery {
+    /// The start of the file's SHA-256 ([`super::assets::Asset::version`]).
+    pub v: Option<String>,
+}
+
+/// `GET`/`HEAD /static/<file>`, `/favicon.ico`, `/favicon.svg`: the player
+/// and the favicon ([`super::assets`]), with `ETag` (and 304) and caching
+/// for good when asked for by the version pages name.
+pub async fn asset(path: String, q: AssetQuery, if_none_match: Option<String>, app: App) -> Reply_ {
+    let Some(a) = app.assets.get(&path) else {
+        return Err(html_err(Error::not_found(path)));
     };
-    let body = tokio::fs::read(dir.join(&name))
-        .await
-        .map_err(|e| html_err(Error::io(dir.join(&name), e)))?;
-    Ok(warp::reply::with_header(
-        warp::reply::with_header(body, "content-type", "text/javascript; charset=utf-8"),
-        "cache-control",
-        "public, max-age=3600",
+    let etag = a.etag();
+    let b = Response::builder()
+        .header(header::CONTENT_TYPE, a.content_type())
+        .header(header::ETAG, &etag)
+        .header(header::CACHE_CONTROL, a.cache_control(q.v.as_deref()));
+    if if_none_match.is_some_and(|inm| none_match_hits(&inm, &etag)) {
+        return respond(
+            b.status(StatusCode::NOT_MODIFIED),
+            warp::reply().into_response(),
+        );
+    }
+    respond(
+        b.status(StatusCode::OK),
+        warp::reply::Response::new(a.body().clone().into()),
     )
-    .into_response())
 }

@@ -12,9 +12,11 @@
 //! | `GET, HEAD /content/<id>/<file>` | a stored file, with `Range`, `ETag`, caching |
 //! | `GET /api/videos`, `GET /api/videos/<id>`, `DELETE /api/videos/<id>` | JSON API |
 //! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
+//! | `GET /static/dash.all.min.js`, `GET /favicon.ico` | the player and the favicon ([`assets`]) |
 //!
 //! [`serve`] limits what clients can hold: see [`limits::ServeLimits`].
 
+pub mod assets;
 pub mod cache;
 mod conn;
 pub mod filters;
@@ -33,6 +35,7 @@ use crate::ingest::Ingest;
 use crate::metadata::MetadataStore;
 use crate::store::ContentStore;
 
+pub use assets::Assets;
 pub use limits::ServeLimits;
 
 /// Everything the handlers share.
@@ -46,8 +49,8 @@ pub struct App {
     pub ingest: Ingest,
     /// Request counters.
     pub metrics: Arc<metrics::Metrics>,
-    /// The directory holding `dash.all.min.js`, if found.
-    pub assets: Option<PathBuf>,
+    /// dash.js and the favicon.
+    pub assets: Arc<Assets>,
     /// Storage-node liveness, for `/metrics` (network content only).
     pub health: Option<Arc<HealthTracker>>,
     /// The cluster's data plane, for the ring facts of `/healthz` and
@@ -85,25 +88,9 @@ impl App {
 
 /// Finds dash.js in an installed `node_modules` (from `npm ci`): under
 /// `start`, the current directory, or the executable's directory, or any of
-/// their parents.
+/// their parents. The directory found is what `--assets` takes.
 pub fn find_assets(start: Option<&Path>) -> Option<PathBuf> {
-    let rel = Path::new("node_modules/dashjs/dist/modern/umd");
-    let mut roots: Vec<PathBuf> = start.map(Path::to_path_buf).into_iter().collect();
-    roots.extend(std::env::current_dir().ok());
-    roots.extend(
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf)),
-    );
-    for root in roots {
-        for dir in root.ancestors() {
-            let cand = dir.join(rel);
-            if cand.join("dash.all.min.js").is_file() {
-                return Some(cand);
-            }
-        }
-    }
-    None
+    assets::find_dash_js_dir(start)
 }
 
 /// Serves the site on `listener` until `shutdown` resolves, within
@@ -117,8 +104,8 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    if app.assets.is_none() {
-        tracing::warn!("dash.js not found (run `npm ci`); the player page will not play");
+    if !app.assets.has_player() {
+        tracing::warn!("no dash.js to serve; the watch page will not play");
     }
     tracing::info!(
         header_timeout = ?limits.header_timeout,

@@ -2,6 +2,8 @@
 //! clip made by ffmpeg. Every process is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,8 +122,6 @@ pub async fn start_web_with(
             "--data-dir",
         ])
         .arg(root.join(format!("web-data-{http}")))
-        .args(["--assets"])
-        .arg(assets())
         .args(extra)
         .args([metadata.0, metadata.1])
         .args(["nw", &nw])
@@ -138,12 +138,6 @@ pub async fn start_web_with(
     wait_port(&p.addr).await;
     wait_port(&format!("127.0.0.1:{admin}")).await;
     p
-}
-
-/// dash.js as installed by `npm ci` at the workspace root.
-pub fn assets() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    tritontube_core::web::find_assets(Some(&root)).expect("dash.js installed (run `npm ci`)")
 }
 
 /// A clip made by ffmpeg's test sources.
