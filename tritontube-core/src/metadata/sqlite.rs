@@ -302,6 +302,23 @@ fn decode_video(id: &str, json: &str) -> Result<Video> {
     Ok(v)
 }
 
+/// A video's record as stored (the text, for compare-and-set) and decoded.
+fn read_video(c: &Connection, path: &Path, id: &VideoId) -> Result<(String, Video)> {
+    let json: Option<String> = c
+        .query_row(
+            "SELECT record FROM videos WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| sql_error(path, "read", e))?;
+    let Some(json) = json else {
+        return Err(Error::not_found(format!("video {id}")));
+    };
+    let v = decode_video(id.as_str(), &json)?;
+    Ok((json, v))
+}
+
 fn cursor_of(v: &Video) -> String {
     format!("{}:{}", v.uploaded_at_ms, v.id)
 }
@@ -473,21 +490,8 @@ impl MetadataStore for SqliteMetadataStore {
     async fn get_video(&self, id: &VideoId) -> Result<Video> {
         let id = id.clone();
         let path = self.path.clone();
-        self.call("get video", move |c| {
-            let json: Option<String> = c
-                .query_row(
-                    "SELECT record FROM videos WHERE id = ?1",
-                    [id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| sql_error(&path, "read", e))?;
-            match json {
-                Some(j) => decode_video(id.as_str(), &j),
-                None => Err(Error::not_found(format!("video {id}"))),
-            }
-        })
-        .await
+        self.call("get video", move |c| read_video(c, &path, &id).map(|(_, v)| v))
+            .await
     }
 
     async fn list_videos(&self, page: PageRequest) -> Result<VideoPage> {
@@ -568,21 +572,7 @@ impl MetadataStore for SqliteMetadataStore {
             let (old_json, old) = {
                 let id = id.clone();
                 let path = self.path.clone();
-                self.call("read video", move |c| {
-                    let json: Option<String> = c
-                        .query_row(
-                            "SELECT record FROM videos WHERE id = ?1",
-                            [id.as_str()],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .map_err(|e| sql_error(&path, "read", e))?;
-                    let Some(json) = json else {
-                        return Err(Error::not_found(format!("video {id}")));
-                    };
-                    let v = decode_video(id.as_str(), &json)?;
-                    Ok((json, v))
-                })
+                self.call("read video", move |c| read_video(c, &path, &id))
                 .await?
             };
             let decision = change(&old)?;
