@@ -4,14 +4,16 @@
 //! The course project's verbs and output lines are kept exactly
 //! (`list`, `add`, `remove`), so scripts written for it keep working.
 
-use std::io::IsTerminal;
+mod progress;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, HumanCount};
+use progress::Reporter;
 use serde_json::json;
 use tritontube_core::admin::AdminClient;
-use tritontube_core::proto::cluster::ChangeProgress;
+use tritontube_core::shutdown::LogFormat;
 
 #[derive(Parser)]
 #[command(name = "tritontube-admin", version, about)]
@@ -34,6 +36,10 @@ struct Cli {
     /// DATA_DIR/admin-token).
     #[arg(long, global = true, conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
+    /// Log lines (warnings and errors unless RUST_LOG says otherwise) as
+    /// human-readable `text` or `json` (one object per line).
+    #[arg(long, global = true, value_name = "text|json", env = "TRITONTUBE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,63 +129,6 @@ fn token(cli: &Cli) -> tritontube_core::Result<Option<String>> {
         Ok(t) => Ok(Some(t.trim().to_string())),
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(tritontube_core::Error::io(&path, e)),
-    }
-}
-
-/// Shows a change's progress: a bar on a terminal, plain lines otherwise.
-struct Reporter {
-    bar: Option<ProgressBar>,
-    quiet: bool,
-    last_phase: String,
-    last_message: String,
-}
-
-impl Reporter {
-    fn new(quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = ProgressBar::new(0);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{msg:>10} [{bar:40}] {pos}/{len} files {binary_bytes_per_sec}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b
-        });
-        Reporter {
-            bar,
-            quiet,
-            last_phase: String::new(),
-            last_message: String::new(),
-        }
-    }
-
-    fn update(&mut self, p: &ChangeProgress) {
-        if let Some(b) = &self.bar {
-            b.set_length(p.files_total);
-            b.set_position(p.files_done);
-            b.set_message(p.phase.clone());
-        } else if !self.quiet && p.phase != self.last_phase {
-            eprintln!(
-                "{}: {}/{} files, {}/{} bytes",
-                p.phase, p.files_done, p.files_total, p.bytes_done, p.bytes_total
-            );
-        }
-        if !self.quiet && !p.message.is_empty() && p.message != self.last_message {
-            match &self.bar {
-                Some(b) => b.println(&p.message),
-                None => eprintln!("{}", p.message),
-            }
-        }
-        self.last_phase.clone_from(&p.phase);
-        self.last_message.clone_from(&p.message);
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
     }
 }
 
@@ -332,17 +281,17 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
                     }
                 );
                 println!(
-                    "{:<24} {:>6} {:>7} {:>9} {:>14} {:>7}",
-                    "NODE", "WEIGHT", "HEALTH", "FILES", "BYTES", "SHARE"
+                    "{:<24} {:>6} {:>7} {:>11} {:>11} {:>7}",
+                    "NODE", "WEIGHT", "HEALTH", "FILES", "SIZE", "SHARE"
                 );
                 for n in &s.nodes {
                     println!(
-                        "{:<24} {:>6.2} {:>7} {:>9} {:>14} {:>6.1}%{}",
+                        "{:<24} {:>6.2} {:>7} {:>11} {:>11} {:>6.1}%{}",
                         n.address,
                         n.weight,
                         n.health,
-                        n.file_count,
-                        n.total_bytes,
+                        HumanCount(n.file_count).to_string(),
+                        HumanBytes(n.total_bytes).to_string(),
                         n.ring_share * 100.0,
                         if n.pending { " (pending)" } else { "" }
                     );
@@ -419,6 +368,7 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    tritontube_core::shutdown::init_logging_at(cli.log_format, "warn");
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

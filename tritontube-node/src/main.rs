@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tritontube_core::shutdown::LogFormat;
 use tritontube_core::store::{ByteSize, LocalContentStore, LocalOptions};
 
 /// A TritonTube storage node.
@@ -34,14 +35,17 @@ struct Args {
     /// the disk.
     #[arg(long, value_name = "BYTES")]
     capacity_bytes: Option<ByteSize>,
+    /// Log lines as human-readable `text` or `json` (one object per line).
+    #[arg(long, value_name = "text|json", env = "TRITONTUBE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Directory holding this node's files (created if missing).
     base_dir: PathBuf,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tritontube_core::shutdown::init_logging();
     let args = Args::parse();
+    tritontube_core::shutdown::init_logging(args.log_format);
     let options = LocalOptions {
         scrub_bytes_per_sec: (args.scrub_mb_per_s > 0.0)
             .then_some((args.scrub_mb_per_s * 1_000_000.0) as u64),

@@ -19,6 +19,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tritontube_core::cluster::{HealConfig, HealthConfig};
 use tritontube_core::server::{WebOptions, run};
+use tritontube_core::shutdown::LogFormat;
 use tritontube_core::web::cache::CacheConfig;
 use tritontube_core::web::{Assets, ServeLimits};
 
@@ -113,6 +114,9 @@ struct Args {
     /// its unfinished uploads and deletions over after this long.
     #[arg(long, default_value_t = 30.0)]
     job_lease_secs: f64,
+    /// Log lines as human-readable `text` or `json` (one object per line).
+    #[arg(long, value_name = "text|json", env = "TRITONTUBE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// METADATA_KIND METADATA_OPTION CONTENT_KIND CONTENT_OPTION, e.g.
     /// `sqlite ./metadata.db nw "localhost:8081,localhost:8090"`.
     #[arg(num_args = 0..=4, value_names = ["METADATA_KIND", "METADATA_OPTION", "CONTENT_KIND", "CONTENT_OPTION"])]
@@ -201,8 +205,9 @@ fn options(args: Args) -> Result<WebOptions, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tritontube_core::shutdown::init_logging();
-    let opts = match options(Args::parse()) {
+    let args = Args::parse();
+    tritontube_core::shutdown::init_logging(args.log_format);
+    let opts = match options(args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");

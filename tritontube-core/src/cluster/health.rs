@@ -232,6 +232,28 @@ impl HealthTracker {
             .cloned()
     }
 
+    /// Forgets every node not in `members`: a node removed from the ring, or
+    /// one whose add was refused, leaves no trace (no alert, no metric
+    /// series) behind. Called whenever the membership changes.
+    pub fn retain_members(&self, members: &[NodeAddr]) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        nodes.retain(|addr, _| {
+            let keep = members.contains(addr);
+            if !keep {
+                tracing::debug!(node = %addr, "no longer a member; its health is forgotten");
+            }
+            keep
+        });
+    }
+
+    /// Everything known of the nodes in `members`, by node (nodes seen but
+    /// not members, such as the target of a refused add, are left out).
+    pub fn snapshot_of(&self, members: &[NodeAddr]) -> Vec<(NodeAddr, NodeLiveness)> {
+        let mut v = self.snapshot();
+        v.retain(|(addr, _)| members.contains(addr));
+        v
+    }
+
     /// Everything known, by node.
     pub fn snapshot(&self) -> Vec<(NodeAddr, NodeLiveness)> {
         let mut v: Vec<_> = self
@@ -319,5 +341,23 @@ mod tests {
         t.record_success(&a);
         assert_eq!(t.state(&a), Liveness::Up);
         assert_eq!(t.get(&a).unwrap().failures, 0);
+    }
+
+    #[test]
+    fn nodes_no_longer_members_are_forgotten_and_left_out_of_snapshots() {
+        let t = HealthTracker::default();
+        let (a, b): (NodeAddr, NodeAddr) = ("a:1".parse().unwrap(), "b:2".parse().unwrap());
+        t.record_success(&a);
+        t.record_failure(&b, "connection refused");
+        let only_a = t.snapshot_of(std::slice::from_ref(&a));
+        assert_eq!(
+            only_a.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            vec![a.clone()]
+        );
+        assert_eq!(t.snapshot().len(), 2, "snapshot_of leaves the record alone");
+        t.retain_members(std::slice::from_ref(&a));
+        assert!(t.get(&b).is_none());
+        assert_eq!(t.state(&b), Liveness::Up, "a forgotten node starts afresh");
+        assert!(t.get(&a).is_some());
     }
 }

@@ -682,7 +682,10 @@ impl Nodes for NetworkContentStore {
     }
 
     fn apply(&self, state: &ClusterState) {
-        self.set_placement(Placement::from_state(state));
+        let placement = Placement::from_state(state);
+        // A node that left (or never joined) is no longer watched or reported.
+        self.health.retain_members(&placement.all_nodes());
+        self.set_placement(placement);
     }
 
     fn fence_writes_after(&self, until_ms: i64) {

@@ -546,7 +546,12 @@ pub async fn metrics(app: App) -> Reply_ {
             "# HELP tritontube_node_up Storage node liveness (1 up, 0.5 suspect, 0 down).\n",
         );
         extra.push_str("# TYPE tritontube_node_up gauge\n");
-        let snap = h.snapshot();
+        // Only members (and a running change's nodes) have series: a removed
+        // node's disappear, and a refused add never shows up.
+        let snap = match &app.network {
+            Some(n) => h.snapshot_of(&n.placement().all_nodes()),
+            None => h.snapshot(),
+        };
         for (addr, n) in &snap {
             let v = match n.state {
                 crate::cluster::Liveness::Up => 1.0,
