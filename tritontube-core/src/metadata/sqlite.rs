@@ -490,8 +490,10 @@ impl MetadataStore for SqliteMetadataStore {
     async fn get_video(&self, id: &VideoId) -> Result<Video> {
         let id = id.clone();
         let path = self.path.clone();
-        self.call("get video", move |c| read_video(c, &path, &id).map(|(_, v)| v))
-            .await
+        self.call("get video", move |c| {
+            read_video(c, &path, &id).map(|(_, v)| v)
+        })
+        .await
     }
 
     async fn list_videos(&self, page: PageRequest) -> Result<VideoPage> {
@@ -573,7 +575,7 @@ impl MetadataStore for SqliteMetadataStore {
                 let id = id.clone();
                 let path = self.path.clone();
                 self.call("read video", move |c| read_video(c, &path, &id))
-                .await?
+                    .await?
             };
             let decision = change(&old)?;
             let new = match &decision {
