@@ -164,16 +164,7 @@ async fn upload_as(http: &str, id: &str, path: &Path) -> reqwest::StatusCode {
             "file",
             reqwest::multipart::Part::bytes(std::fs::read(path).unwrap()).file_name("clip.mp4"),
         );
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("http://{http}/upload"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    post_form(http, form).await.status()
 }
 
 /// Waits until `id` is processing at `pct`% or more; returns the percent.

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use tokio::process::{Child, Command};
 
 /// Whether `setpriv --pdeathsig` can be used here.
-fn has_setpriv() -> bool {
+pub(super) fn has_setpriv() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {
         cfg!(target_os = "linux")

@@ -258,6 +258,10 @@ impl Ingest {
             });
         }
         recover::spawn(&me);
+        // Whether ffmpeg can be tied to this process's life is found by
+        // running a program once: do it now, off the async threads, rather
+        // than inside the first job's `command()`.
+        drop(tokio::task::spawn_blocking(ffmpeg::has_setpriv));
         Ok(me)
     }
 
@@ -327,7 +331,7 @@ impl Ingest {
         E: std::fmt::Display,
     {
         let life = &self.inner.life;
-        let mut video = life.new_upload(&id, title).await?;
+        let video = life.new_upload(&id, title).await?;
         let (registered, cancel) = self.register(&id, video.generation)?;
         self.inner.meta.create_video(&video).await?;
         let partial = self
@@ -373,38 +377,46 @@ impl Ingest {
             cancel,
             _registered: registered,
         };
-        video = match life
+        match self.enqueue(job).await {
+            Ok(v) => Ok(v),
+            Err((e, phase)) => {
+                let _ = tokio::fs::remove_file(&source).await;
+                let _ = life.remove(&id, video.generation, &[phase]).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a received upload `processing` and hands it to a transcoder.
+    /// On failure, says in which phase the record was left, for the caller
+    /// to remove it.
+    async fn enqueue(&self, job: Job) -> std::result::Result<Video, (Error, Phase)> {
+        let (id, generation) = (job.id.clone(), job.generation);
+        let video = self
+            .inner
+            .life
             .transition(
                 &id,
-                video.generation,
+                generation,
                 &[Phase::Uploaded],
                 VideoState::Processing { progress: 0.0 },
                 None,
             )
             .await
-        {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&source).await;
-                return refuse(e).await;
-            }
-        };
+            .map_err(|e| (e, Phase::Uploaded))?;
         self.inner.depth.fetch_add(1, Ordering::SeqCst);
         if self.inner.queue.try_send(job).is_err() {
             self.inner.depth.fetch_sub(1, Ordering::SeqCst);
-            let _ = tokio::fs::remove_file(&source).await;
-            let _ = life
-                .remove(&id, video.generation, &[Phase::Processing])
-                .await;
-            return Err(Error::Unavailable {
+            let e = Error::Unavailable {
                 what: "transcoder".into(),
                 reason: format!(
                     "{} uploads are already waiting; try again later",
                     self.inner.config.queue_capacity
                 ),
-            });
+            };
+            return Err((e, Phase::Processing));
         }
-        tracing::info!(video = %id, generation = video.generation, "upload accepted, queued for transcoding");
+        tracing::info!(video = %id, generation, "upload accepted, queued for transcoding");
         Ok(video)
     }
 

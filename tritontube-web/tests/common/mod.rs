@@ -167,6 +167,12 @@ pub async fn upload(http: &str, path: &Path) -> reqwest::Response {
         "file",
         reqwest::multipart::Part::bytes(data).file_name(name),
     );
+    post_form(http, form).await
+}
+
+/// Posts `form` to `/upload` as a browser's form would, redirects not
+/// followed.
+pub async fn post_form(http: &str, form: reqwest::multipart::Form) -> reqwest::Response {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
