@@ -372,13 +372,17 @@ async fn refused_changes_leave_the_cluster_as_it_was() {
         );
     }
 
-    // A second change while one runs is refused at once, not queued.
+    // A second change while one runs is refused at once, not queued. (A
+    // lagging web server holds the first one before its copy.)
+    let meta = sqlite_meta(root.path());
+    lagging_web_server(&meta, true).await;
     let a2 = admin.clone();
     let n2 = addrs[2].clone();
     let first = tokio::spawn(async move { a2.add(&n2, 0.0, |_| {}).await });
     // Once the first change shows as in progress it holds the lock.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !admin.status().await.unwrap().change_in_progress {
+        assert!(!first.is_finished(), "the first change ended unseen");
         assert!(Instant::now() < deadline, "the first change never started");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -390,6 +394,11 @@ async fn refused_changes_leave_the_cluster_as_it_was() {
         .to_string()
         .contains("another cluster change is in progress");
     assert!(refused, "says why: {e}");
+    assert!(
+        !first.is_finished(),
+        "the lagging server holds the first change"
+    );
+    lagging_web_server(&meta, false).await;
     first.await.unwrap().unwrap();
     assert!(
         refused,

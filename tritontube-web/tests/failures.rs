@@ -510,6 +510,8 @@ async fn two_web_servers_share_one_etcd_cluster() {
         .unwrap();
     record_videos(&meta, &keys).await;
     let epoch = healthz(&b.addr).await["ring_epoch"].as_u64().unwrap();
+    // A web server that lags holds the change before its copy starts.
+    lagging_web_server(&meta, true).await;
     let change = {
         let admin = AdminClient::connect(&admin_a_addr, Some(ADMIN_TOKEN.into()))
             .await
@@ -519,8 +521,11 @@ async fn two_web_servers_share_one_etcd_cluster() {
     };
     let t = Instant::now();
     while !admin_b.status().await.unwrap().change_in_progress {
+        if change.is_finished() {
+            panic!("the change ended before it was seen: {:?}", change.await);
+        }
         assert!(
-            t.elapsed() < Duration::from_secs(20),
+            t.elapsed() < Duration::from_secs(15),
             "change never started"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -530,6 +535,9 @@ async fn two_web_servers_share_one_etcd_cluster() {
         .await
         .expect_err("a second change through the other server is refused");
     eprintln!("second change refused: {refused}");
+    assert!(!change.is_finished(), "the lagging server holds the change");
+    // The lagging server goes away: the change goes on without it.
+    lagging_web_server(&meta, false).await;
     change.await.unwrap().unwrap();
     let t = Instant::now();
     loop {

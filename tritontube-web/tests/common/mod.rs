@@ -285,6 +285,24 @@ pub fn sqlite_meta(root: &Path) -> SqliteMetadataStore {
     SqliteMetadataStore::open(root.join("metadata.db")).unwrap()
 }
 
+/// Makes a web server that has not applied the latest ring appear
+/// (`lagging = true`) or go away (`false`). A ring change waits for every
+/// live web server's acknowledgement before it copies anything, so while
+/// it lags a change stays in progress however fast this machine copies:
+/// tests use it to act during a change without racing it.
+pub async fn lagging_web_server(meta: &dyn MetadataStore, lagging: bool) {
+    let until_ms = match lagging {
+        true => tritontube_core::metadata::lifecycle::now_ms() + 60_000,
+        false => 0,
+    };
+    let ack = tritontube_core::metadata::ClusterAck {
+        server: "web-lagging-test-server".into(),
+        version: 0,
+        until_ms,
+    };
+    meta.put_cluster_ack(&ack).await.unwrap();
+}
+
 /// Records a ready video (first generation) for every video id of `keys`
 /// that has none, so that files put straight onto the nodes (as [`fill`]
 /// does) belong to a video: verify reports files of no video as orphans.
