@@ -133,6 +133,14 @@ pub enum Error {
         holder: String,
     },
 
+    /// A job was cancelled on request and undone (a ring change rolled
+    /// back).
+    #[error("cancelled: {what}")]
+    Cancelled {
+        /// What was cancelled, and what became of it.
+        what: String,
+    },
+
     /// The request is well-formed but not allowed in the current state
     /// (removing the last node, too few nodes for the replica count, ...).
     #[error("refused: {reason}")]
@@ -324,6 +332,7 @@ impl Error {
             Error::InsufficientReplicas { .. } => "insufficient-replicas",
             Error::Conflict { .. } => "conflict",
             Error::Locked { .. } => "locked",
+            Error::Cancelled { .. } => "cancelled",
             Error::Refused { .. } => "refused",
             Error::TooLarge { .. } => "too-large",
             Error::Full { .. } => "full",
@@ -360,6 +369,7 @@ impl Error {
             | Error::NodeExists { .. }
             | Error::Conflict { .. }
             | Error::Locked { .. }
+            | Error::Cancelled { .. }
             | Error::Refused { .. } => 409,
             Error::TooLarge { .. } => 413,
             // Insufficient Storage: the server has no room, not the request's fault.
@@ -408,6 +418,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound { .. } | Error::UnknownNode { .. } => Code::NotFound,
             Error::AlreadyExists { .. } | Error::NodeExists { .. } => Code::AlreadyExists,
             Error::Conflict { .. } => Code::Aborted,
+            Error::Cancelled { .. } => Code::Cancelled,
             Error::Locked { .. } | Error::Refused { .. } | Error::EmptyRing => {
                 Code::FailedPrecondition
             }

@@ -211,13 +211,18 @@ async fn a_web_server_killed_mid_migration_recovers_by_itself() {
     let node = addrs[3].clone();
     let change = tokio::spawn(async move {
         a2.add(&node, 0.0, move |p| {
-            let _ = tx.send((p.phase.clone(), p.files_done, p.files_total));
+            let _ = tx.send((
+                p.phase.clone(),
+                p.files_done,
+                p.files_total,
+                p.job_id.clone(),
+            ));
         })
         .await
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (phase, done, total) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+    let job = loop {
+        let (phase, done, total, job) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .unwrap()
             .unwrap();
@@ -226,17 +231,18 @@ async fn a_web_server_killed_mid_migration_recovers_by_itself() {
                 done < total,
                 "killed before the copy finished ({done}/{total})"
             );
-            break;
+            break job;
         }
         assert!(Instant::now() < deadline);
-    }
+    };
     web.kill9();
     assert!(
         change.await.unwrap().is_err(),
         "the caller learns the change did not complete"
     );
 
-    // Restart: the server finishes (or rolls back) the change by itself.
+    // Restart: the server resumes the same job (every new node answers)
+    // and commits it by itself.
     let web = start_web(root.path(), http, admin_port, &addrs[..3], &args).await;
     let admin = AdminClient::connect(&admin_addr, Some(ADMIN_TOKEN.into()))
         .await
@@ -246,7 +252,10 @@ async fn a_web_server_killed_mid_migration_recovers_by_itself() {
         let s = admin.status().await.unwrap();
         if !s.change_in_progress && verify_clean_quiet(&admin).await {
             eprintln!("recovered: epoch {}, {} nodes", s.epoch, s.nodes.len());
-            assert!(s.nodes.len() == 4 || s.nodes.len() == 3);
+            let c = s.change.expect("the change is recorded");
+            assert_eq!(c.job_id, job, "the same job, resumed");
+            assert!(c.outcome.starts_with("committed"), "{c:?}");
+            assert_eq!(s.nodes.len(), 4);
             break;
         }
         assert!(Instant::now() < deadline, "not recovered in time: {s:?}");

@@ -395,6 +395,7 @@ async fn older_files_get_their_checksums_recorded_once_where_copies_agree() {
             pending: None,
             previous: None,
             records_complete: false,
+            change: None,
         };
         meta.put_cluster_state(None, &state).await.unwrap();
     }

@@ -257,6 +257,37 @@ impl AdminClient {
             .await
     }
 
+    /// Follows ring change `job_id` (`None`: whatever runs now) to its end,
+    /// calling `progress` with each update; returns the final message.
+    pub async fn watch(
+        &self,
+        job_id: Option<&str>,
+        progress: impl FnMut(&pb::ChangeProgress),
+    ) -> Result<pb::ChangeProgress> {
+        let mut c = ClusterAdminClient::new(self.channel.clone());
+        let req = self.request(pb::WatchChangeRequest {
+            job_id: job_id.unwrap_or_default().to_string(),
+        });
+        let stream = self.call(c.watch_change(req).await).await?;
+        self.follow_to_end(stream, progress).await
+    }
+
+    /// Cancels ring change `job_id`: it stops and rolls back (see
+    /// [`crate::cluster::ClusterManager::cancel_change`]). Returns the job
+    /// as recorded; [`AdminClient::watch`] follows it to its end.
+    pub async fn cancel(&self, job_id: &str) -> Result<pb::ChangeJob> {
+        let mut c = ClusterAdminClient::new(self.channel.clone());
+        let req = self.request(pb::CancelChangeRequest {
+            job_id: job_id.to_string(),
+        });
+        let r = self.call(c.cancel_change(req).await).await?;
+        r.change.ok_or_else(|| Error::Backend {
+            backend: "admin service",
+            message: "the cancellation's answer names no change".into(),
+            source: None,
+        })
+    }
+
     async fn follow(
         &self,
         stream: tonic::Streaming<pb::ChangeProgress>,
@@ -310,6 +341,9 @@ fn status_to_error(server: &str, s: Status) -> Error {
         | Code::FailedPrecondition
         | Code::Aborted => Error::Refused { reason: msg },
         Code::Unauthenticated => Error::Unauthenticated { reason: msg },
+        Code::Cancelled => Error::Cancelled {
+            what: msg.trim_start_matches("cancelled: ").to_string(),
+        },
         Code::Unavailable => Error::Unavailable {
             what: format!("admin service at {server}"),
             reason: msg,

@@ -13,6 +13,7 @@
 //! them: callers send `authorization: Bearer <token>`.
 
 mod client;
+mod watch;
 
 pub use client::{AdminClient, ChangeOutcome, RepairOutcome, StatusReport};
 
@@ -234,6 +235,7 @@ fn to_pb(p: &Progress) -> pb::ChangeProgress {
         orphans_removed: p.orphans_removed,
         orphans_kept: p.orphans_kept,
         orphans_skipped: p.orphans_skipped,
+        job_id: p.job.clone(),
     }
 }
 
@@ -371,6 +373,7 @@ impl ClusterAdmin for AdminService {
             vnodes: state.vnodes,
             epoch: state.epoch,
             change_in_progress: state.pending.is_some() || state.previous.is_some(),
+            change: state.change.as_ref().map(watch::job_to_pb),
         }))
     }
 
@@ -429,25 +432,33 @@ impl ClusterAdmin for AdminService {
     type WatchChangeStream = ProgressStream;
     async fn watch_change(
         &self,
-        _: Request<pb::WatchChangeRequest>,
+        req: Request<pb::WatchChangeRequest>,
     ) -> Result<Response<ProgressStream>, Status> {
-        let mut rx = self.manager.subscribe();
-        let (tx, out) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let p = to_pb(&rx.borrow_and_update());
-                let done = p.phase == Phase::Done.name() || p.phase == Phase::Idle.name();
-                if tx.send(Ok(p)).await.is_err() || done {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out),
-        )))
+        let id = req.into_inner().job_id;
+        if id.is_empty() {
+            return Ok(Response::new(watch::running(&self.manager)));
+        }
+        let stream = watch::job(&self.manager, &id).await.map_err(refused)?;
+        Ok(Response::new(stream))
+    }
+
+    async fn cancel_change(
+        &self,
+        req: Request<pb::CancelChangeRequest>,
+    ) -> Result<Response<pb::CancelChangeResponse>, Status> {
+        let id = req.into_inner().job_id;
+        if id.is_empty() {
+            return Err(refused(Error::invalid(
+                "job id",
+                "",
+                "give the change's job id",
+            )));
+        }
+        let info = self.manager.cancel_change(&id).await.map_err(refused)?;
+        tracing::info!(job = %id, change = %info.what, "ring change cancellation asked");
+        Ok(Response::new(pb::CancelChangeResponse {
+            change: Some(watch::job_to_pb(&info)),
+        }))
     }
 
     async fn verify(

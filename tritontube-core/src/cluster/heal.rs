@@ -47,6 +47,9 @@ impl Default for HealConfig {
     }
 }
 
+/// How often the healer looks for a ring change nobody runs any more.
+const RESUME_EVERY: Duration = Duration::from_secs(5);
+
 /// Heals the cluster `manager` runs as nodes go down and come back, as
 /// `tracker` sees them, until `shutdown` resolves.
 pub async fn run_healer(
@@ -64,6 +67,7 @@ pub async fn run_healer(
     let mut healed_for: BTreeSet<NodeAddr> = BTreeSet::new();
     let mut hints_seen = tracker.hints();
     let mut quarantined_seen = tracker.quarantined_total();
+    let mut last_resume = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -76,7 +80,19 @@ pub async fn run_healer(
                 continue;
             }
         };
-        if state.pending.is_some() {
+        if state.pending.is_some() || state.previous.is_some() {
+            // A change under way, or one nobody runs any more (its server
+            // died, its clean-up failed): resume the latter.
+            if last_resume.elapsed() >= RESUME_EVERY {
+                last_resume = tokio::time::Instant::now();
+                match manager.resume_abandoned().await {
+                    Ok(true) => tracing::info!("an abandoned ring change was resumed"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resuming an abandoned ring change failed; retrying")
+                    }
+                }
+            }
             continue;
         }
         if state.nodes.iter().any(|n| n.id.is_empty())

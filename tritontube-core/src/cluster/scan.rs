@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::lock::Take;
 use super::orphans::{Orphan, VideoRecords, split_orphans};
 use super::{ClusterManager, Holdings, Plan, Recorded, node_error, plan, ring_of};
 use crate::error::{Error, Result};
@@ -100,11 +101,11 @@ impl ClusterManager {
         if self.state().await?.value.records_complete {
             return Ok(None);
         }
-        let lock = self.lock_waiting().await?;
-        let result = self.record_unrecorded_locked().await;
-        let _ = self.meta.unlock_admin(&lock.lease).await;
-        lock.stop();
-        result.map(Some)
+        self.under_lock(Take::Waiting, async |_| {
+            self.record_unrecorded_locked().await
+        })
+        .await
+        .map(Some)
     }
 
     async fn record_unrecorded_locked(&self) -> Result<u64> {

@@ -455,6 +455,7 @@ pub async fn cluster_state_compare_and_swap(store: &dyn MetadataStore) {
         pending: None,
         previous: None,
         records_complete: false,
+        change: None,
     };
     let v1 = store
         .put_cluster_state(None, &s)

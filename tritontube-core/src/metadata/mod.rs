@@ -324,6 +324,34 @@ pub struct ClusterState {
     /// has had its checksum recorded (the one-time pass is done).
     #[serde(default)]
     pub records_complete: bool,
+    /// The latest ring change: the one under way, or the last one with its
+    /// outcome (kept until the next one starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeInfo>,
+}
+
+/// A ring change as a job: who runs it, since when, whether someone asked
+/// to cancel it, and how it ended. It lives in the [`ClusterState`], so
+/// every web server sees it, and a server that takes over an interrupted
+/// change resumes the same job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeInfo {
+    /// The job's id, unique in the cluster's history (`c<epoch>-<hex>`).
+    pub id: String,
+    /// What it changes, for people (`add 127.0.0.1:8093`).
+    pub what: String,
+    /// The server running it (its server id).
+    pub holder: String,
+    /// When it started, Unix milliseconds.
+    pub started_ms: i64,
+    /// Someone asked to cancel it: it rolls back at its next step (or, if
+    /// interrupted, when it is resumed).
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// How it ended (`committed, 312 file copies migrated`, `cancelled:
+    /// rolled back`, `failed: …`); `None` while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// A value with the version it was read at, for compare-and-swap updates.
