@@ -35,6 +35,7 @@
 
 pub mod container;
 pub mod ffmpeg;
+pub mod hls;
 mod job;
 pub mod ladder;
 pub mod probe;
