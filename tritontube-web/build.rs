@@ -1,54 +1,99 @@
-//! Builds dash.js (the browser's DASH player) into `tritontube-web`, so the
-//! binary alone serves a working watch page wherever it is started.
+//! Builds the browser players into `tritontube-web`, so the binary alone
+//! serves a working watch page wherever it is started: dash.js (the DASH
+//! player of the watch page) and hls.js (an HLS player, served for pages
+//! that play the HLS playlists).
 //!
-//! dash.js comes from the npm package `dashjs`, pinned by the workspace's
-//! `package-lock.json` and installed by `npm ci` (never committed, never from
-//! a CDN). The build looks for `node_modules/dashjs/dist/modern/umd/` in the
-//! workspace root (or in `TRITONTUBE_DASHJS_DIR`, if set), checks that the
-//! installed version is the locked one, and stops with what to do if not.
+//! They come from the npm packages `dashjs` and `hls.js`, pinned by the
+//! workspace's `package-lock.json` and installed by `npm ci` (never
+//! committed, never from a CDN). The build looks for each package's files
+//! under `node_modules/` in the workspace root (or in the directory an
+//! environment variable names, if set), checks that the installed version is
+//! the locked one, and stops with what to do if not.
 
 use std::path::{Path, PathBuf};
 
-/// Where the `dashjs` package keeps its browser bundle.
-const PACKAGE_DIR: &str = "node_modules/dashjs/dist/modern/umd";
-const FILES: [(&str, &str); 2] = [
-    ("TRITONTUBE_DASH_JS", "dash.all.min.js"),
-    ("TRITONTUBE_DASH_JS_LICENSE", "dash.all.min.js.LICENSE.txt"),
+/// One npm package built in.
+struct Package {
+    /// Its npm name.
+    name: &'static str,
+    /// What it is, for error messages.
+    what: &'static str,
+    /// Where it keeps the files below, from the workspace root.
+    dir: &'static str,
+    /// The variable naming another directory holding them.
+    dir_var: &'static str,
+    /// `(variable set for the compiler, file name)`.
+    files: [(&'static str, &'static str); 2],
+}
+
+const PACKAGES: [Package; 2] = [
+    Package {
+        name: "dashjs",
+        what: "dash.js",
+        dir: "node_modules/dashjs/dist/modern/umd",
+        dir_var: "TRITONTUBE_DASHJS_DIR",
+        files: [
+            ("TRITONTUBE_DASH_JS", "dash.all.min.js"),
+            ("TRITONTUBE_DASH_JS_LICENSE", "dash.all.min.js.LICENSE.txt"),
+        ],
+    },
+    Package {
+        name: "hls.js",
+        what: "hls.js",
+        dir: "node_modules/hls.js",
+        dir_var: "TRITONTUBE_HLSJS_DIR",
+        files: [
+            ("TRITONTUBE_HLS_JS", "dist/hls.min.js"),
+            ("TRITONTUBE_HLS_JS_LICENSE", "LICENSE"),
+        ],
+    },
 ];
 
 fn main() {
-    println!("cargo::rerun-if-env-changed=TRITONTUBE_DASHJS_DIR");
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest.parent().unwrap_or(&manifest).to_path_buf();
-    let dir = match std::env::var_os("TRITONTUBE_DASHJS_DIR") {
+    for package in &PACKAGES {
+        embed(package, &workspace);
+    }
+}
+
+/// Finds `package`'s files and names them to the compiler, or stops the
+/// build saying what to do.
+fn embed(package: &Package, workspace: &Path) {
+    println!("cargo::rerun-if-env-changed={}", package.dir_var);
+    let dir = match std::env::var_os(package.dir_var) {
         Some(d) => PathBuf::from(d),
         None => {
-            check_locked_version(&workspace);
-            workspace.join(PACKAGE_DIR)
+            check_locked_version(workspace, package.name);
+            workspace.join(package.dir)
         }
     };
-    for (var, name) in FILES {
+    for (var, name) in package.files {
         let path = dir.join(name);
         println!("cargo::rerun-if-changed={}", path.display());
         if !path.is_file() {
             fail(&format!(
-                "dash.js is not installed: run `npm ci` in {} first (it installs the pinned \
-                 `dashjs` package, which tritontube-web builds in), or set TRITONTUBE_DASHJS_DIR \
+                "{what} is not installed: run `npm ci` in {} first (it installs the pinned \
+                 `{npm}` package, which tritontube-web builds in), or set {var} \
                  to a directory holding {}. Missing: {}",
                 workspace.display(),
-                FILES.map(|(_, n)| n).join(" and "),
+                package.files.map(|(_, n)| n).join(" and "),
                 path.display(),
+                what = package.what,
+                npm = package.name,
+                var = package.dir_var,
             ));
         }
         println!("cargo::rustc-env={var}={}", path.display());
     }
 }
 
-/// Stops the build if `node_modules` holds another `dashjs` than the one
-/// `package-lock.json` pins (a stale install would be built in silently).
-fn check_locked_version(workspace: &Path) {
+/// Stops the build if `node_modules` holds another version of `package`
+/// than the one `package-lock.json` pins (a stale install would be built in
+/// silently).
+fn check_locked_version(workspace: &Path, package: &str) {
     let lock = workspace.join("package-lock.json");
-    let installed = workspace.join("node_modules/dashjs/package.json");
+    let installed = workspace.join(format!("node_modules/{package}/package.json"));
     println!("cargo::rerun-if-changed={}", lock.display());
     println!("cargo::rerun-if-changed={}", installed.display());
     let (Ok(lock_text), Ok(installed_text)) = (
@@ -58,14 +103,14 @@ fn check_locked_version(workspace: &Path) {
         return; // a missing file is reported by the caller, with what to do
     };
     let locked = lock_text
-        .find("\"node_modules/dashjs\"")
+        .find(&format!("\"node_modules/{package}\""))
         .and_then(|at| version(&lock_text[at..]));
     let have = version(&installed_text);
     if let (Some(locked), Some(have)) = (locked, have)
         && locked != have
     {
         fail(&format!(
-            "node_modules holds dashjs {have}, but package-lock.json pins {locked}: \
+            "node_modules holds {package} {have}, but package-lock.json pins {locked}: \
              run `npm ci` in {} first.",
             workspace.display()
         ));

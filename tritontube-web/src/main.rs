@@ -27,6 +27,9 @@ use tritontube_core::web::{Assets, ServeLimits};
 /// `package-lock.json` pins (found by `build.rs`).
 const DASH_JS: &[u8] = include_bytes!(env!("TRITONTUBE_DASH_JS"));
 const DASH_JS_LICENSE: &[u8] = include_bytes!(env!("TRITONTUBE_DASH_JS_LICENSE"));
+/// hls.js and its licence, from the `hls.js` npm package, likewise.
+const HLS_JS: &[u8] = include_bytes!(env!("TRITONTUBE_HLS_JS"));
+const HLS_JS_LICENSE: &[u8] = include_bytes!(env!("TRITONTUBE_HLS_JS_LICENSE"));
 
 /// The TritonTube web server.
 #[derive(Parser)]
@@ -166,7 +169,8 @@ fn options(args: Args) -> Result<WebOptions, String> {
     let assets = match &args.assets {
         Some(dir) => Assets::from_dir(dir).map_err(|e| format!("tritontube-web: --assets: {e}"))?,
         None => Assets::embedded(DASH_JS, DASH_JS_LICENSE),
-    };
+    }
+    .with_hls_js(HLS_JS, HLS_JS_LICENSE);
     Ok(WebOptions {
         host: args.host,
         port: args.port,

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::io::AsyncBufReadExt;
 
-use super::{Ingest, Job, ffmpeg, file_stream, hash_path, ladder, probe};
+use super::{Ingest, Job, ffmpeg, file_stream, hash_path, hls, ladder, probe};
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, FileName, VideoId};
 use crate::metadata::lifecycle::now_ms;
@@ -170,6 +170,10 @@ impl Ingest {
         // The poster is made while the ladder transcodes.
         let started = Instant::now();
         tokio::try_join!(self.run_ffmpeg(job, &out, &ladder), poster(job, &out),)?;
+        let (dir, generation) = (out.clone(), job.generation);
+        tokio::task::spawn_blocking(move || hls::finish(&dir, generation))
+            .await
+            .map_err(|e| Error::backend("ingest", "playlist task failed", e))??;
         let transcoded = started.elapsed();
         let mut names = Vec::new();
         let mut rd = tokio::fs::read_dir(&out)
@@ -181,25 +185,24 @@ impl Ingest {
                 names.push(name);
             }
         }
-        // The manifest last, so that a reader who sees a manifest finds
-        // every segment it names.
-        let manifest_name = generation_file_name(job.generation, "manifest.mpd");
-        names.sort_by_key(|n| (*n == manifest_name, n.clone()));
-        let mut keys = Vec::new();
+        // The manifests (MPD and HLS playlists) last, so that a reader who
+        // sees a manifest finds every segment it names.
+        let (mut segments, mut manifests) = (Vec::new(), Vec::new());
         for name in names {
             let file = FileName::new(name.clone()).map_err(|e| {
                 Error::backend("ffmpeg", format!("produced an unexpected file {name:?}"), e)
             })?;
-            keys.push((ContentKey::new(job.id.clone(), file), out.join(&name)));
+            let is_manifest = name.ends_with(".mpd") || name.ends_with(".m3u8");
+            let to = if is_manifest {
+                &mut manifests
+            } else {
+                &mut segments
+            };
+            to.push((ContentKey::new(job.id.clone(), file), out.join(&name)));
         }
-        let manifest = keys.pop();
-        let mut stored = self.store_all(job, keys, attempted).await?;
-        if job.cancel.is_cancelled() {
-            return Err(cancelled(&job.id));
-        }
-        self.inner.meta.record_files(&stored).await?;
-        if let Some((key, path)) = manifest {
-            let r = self.store_all(job, vec![(key, path)], attempted).await?;
+        let mut stored = Vec::new();
+        for batch in [segments, manifests] {
+            let r = self.store_all(job, batch, attempted).await?;
             if job.cancel.is_cancelled() {
                 return Err(cancelled(&job.id));
             }

@@ -153,7 +153,10 @@ fn bitrate_for(short_side: u32) -> u64 {
 
 /// The ffmpeg arguments transcoding `input` into a DASH ladder in `out_dir`
 /// (`manifest.mpd`, `init-$RepresentationID$.m4s`,
-/// `chunk-$RepresentationID$-$Number%05d$.m4s`), reporting progress on stdout.
+/// `chunk-$RepresentationID$-$Number%05d$.m4s`), with HLS playlists over
+/// the same segments (`master.m3u8` and ffmpeg's `media_<n>.m3u8`, which
+/// [`super::hls::finish`] then names for the generation), reporting progress
+/// on stdout.
 /// `input` is opened only as the container `probe` found, through the file
 /// protocol ([`container::input_args`]).
 pub fn ffmpeg_args(
@@ -238,6 +241,13 @@ pub fn ffmpeg_args(
         name("init-$RepresentationID$.m4s"),
         "-media_seg_name".into(),
         name("chunk-$RepresentationID$-$Number%05d$.m4s"),
+    ]);
+    // HLS beside DASH, over the same segments (see `super::hls`).
+    a.extend([
+        "-hls_playlist".into(),
+        "1".into(),
+        "-hls_master_name".into(),
+        super::hls::master_playlist_name(generation),
     ]);
     a.extend(["-adaptation_sets", sets, "-progress", "pipe:1", "-nostats"].map(String::from));
     a.extend(["-seg_duration".into(), SEGMENT_SECS.to_string()]);

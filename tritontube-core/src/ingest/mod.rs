@@ -15,7 +15,7 @@
 //!    another file (a playlist naming a file on the server, say).
 //! 3. The video becomes `processing` and a bounded queue hands it to a
 //!    background worker that transcodes an H.264/AAC DASH ladder
-//!    ([`ladder`]) and a poster, reporting progress into the record (which
+//!    ([`ladder`]), with HLS playlists over the same segments ([`hls`]), and a poster, reporting progress into the record (which
 //!    also renews the lease). ffmpeg runs in its own process group and dies
 //!    with its job and with the server ([`ffmpeg`]).
 //! 4. Every file goes to the [`ContentStore`] with its checksum, recorded;
@@ -35,6 +35,7 @@
 
 pub mod container;
 pub mod ffmpeg;
+pub mod hls;
 mod job;
 pub mod ladder;
 pub mod probe;

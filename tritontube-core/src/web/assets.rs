@@ -1,6 +1,9 @@
 //! The files the site serves besides videos: dash.js (the player, from the
-//! npm package `dashjs` pinned by `package-lock.json`) with its licence, and
-//! the favicon.
+//! npm package `dashjs` pinned by `package-lock.json`) with its licence,
+//! hls.js (from the npm package `hls.js`, pinned the same way: an HLS player
+//! for pages that want one, at `/static/hls.min.js`) with its licence, the
+//! watch page's choice of player (`/static/playback.js`, the site's own),
+//! and the favicon.
 //!
 //! `tritontube-web` builds dash.js into its binary ([`Assets::embedded`]), so
 //! the binary alone serves a working player, wherever it is started;
@@ -30,6 +33,18 @@ pub const DASH_JS_MAP: &str = "dash.all.min.js.map";
 /// Where the `dashjs` package keeps the files above, from the directory
 /// holding `node_modules`.
 pub const DASH_JS_PACKAGE_DIR: &str = "node_modules/dashjs/dist/modern/umd";
+
+/// hls.js's file name, under `/static/` (the `hls.js` package's
+/// `dist/hls.min.js`).
+pub const HLS_JS: &str = "hls.min.js";
+/// hls.js's licence (the package's `LICENSE`), under `/static/`.
+pub const HLS_JS_LICENSE: &str = "hls.js.LICENSE.txt";
+
+/// The watch page's choice between dash.js and the browser's own HLS
+/// player, under `/static/`: `TritonTubePlayback.start(video, {hls,
+/// onError})` returns `'dash'`, `'hls'` (and starts it) or `null`.
+pub const PLAYBACK_JS: &str = "playback.js";
+const PLAYBACK_JS_BODY: &[u8] = include_bytes!("../../assets/playback.js");
 
 const FAVICON_ICO: &[u8] = include_bytes!("../../assets/favicon.ico");
 const FAVICON_SVG: &[u8] = include_bytes!("../../assets/favicon.svg");
@@ -109,6 +124,9 @@ pub struct Assets {
     dash_js: Option<Asset>,
     dash_js_license: Option<Asset>,
     dash_js_map: Option<Asset>,
+    hls_js: Option<Asset>,
+    hls_js_license: Option<Asset>,
+    playback_js: Asset,
     favicon_ico: Asset,
     favicon_svg: Asset,
 }
@@ -120,12 +138,20 @@ impl Default for Assets {
 }
 
 impl Assets {
-    /// The favicon only: pages work, but the watch page cannot play.
+    /// The favicon and the choice of player only: pages work, but the
+    /// watch page cannot play DASH.
     pub fn without_player() -> Assets {
         Assets {
             dash_js: None,
             dash_js_license: None,
             dash_js_map: None,
+            hls_js: None,
+            hls_js_license: None,
+            playback_js: Asset::new(
+                Bytes::from_static(PLAYBACK_JS_BODY),
+                "text/javascript; charset=utf-8",
+                REVALIDATE,
+            ),
             favicon_ico: Asset::new(
                 Bytes::from_static(FAVICON_ICO),
                 "image/x-icon",
@@ -155,6 +181,24 @@ impl Assets {
                 REVALIDATE,
             )),
             ..Assets::without_player()
+        }
+    }
+
+    /// These assets with hls.js and its licence as built into a binary (the
+    /// `hls.js` package's `dist/hls.min.js` and `LICENSE`).
+    pub fn with_hls_js(self, hls_js: &'static [u8], license: &'static [u8]) -> Assets {
+        Assets {
+            hls_js: Some(Asset::new(
+                Bytes::from_static(hls_js),
+                "text/javascript; charset=utf-8",
+                REVALIDATE,
+            )),
+            hls_js_license: Some(Asset::new(
+                Bytes::from_static(license),
+                "text/plain; charset=utf-8",
+                REVALIDATE,
+            )),
+            ..self
         }
     }
 
@@ -211,6 +255,21 @@ impl Assets {
         }
     }
 
+    /// The URL pages load hls.js from, naming its content so that it can be
+    /// cached for good.
+    pub fn hls_js_url(&self) -> String {
+        match &self.hls_js {
+            Some(a) => format!("/static/{HLS_JS}?v={}", a.version()),
+            None => format!("/static/{HLS_JS}"),
+        }
+    }
+
+    /// The URL pages load the choice of player ([`PLAYBACK_JS`]) from,
+    /// naming its content so that it can be cached for good.
+    pub fn playback_js_url(&self) -> String {
+        format!("/static/{PLAYBACK_JS}?v={}", self.playback_js.version())
+    }
+
     /// The file served at `path` (`static/dash.all.min.js`, `favicon.ico`,
     /// ...; no leading slash), if any.
     pub fn get(&self, path: &str) -> Option<&Asset> {
@@ -218,6 +277,9 @@ impl Assets {
             Some(DASH_JS) => self.dash_js.as_ref(),
             Some(DASH_JS_LICENSE) => self.dash_js_license.as_ref(),
             Some(DASH_JS_MAP) => self.dash_js_map.as_ref(),
+            Some(HLS_JS) => self.hls_js.as_ref(),
+            Some(HLS_JS_LICENSE) => self.hls_js_license.as_ref(),
+            Some(PLAYBACK_JS) => Some(&self.playback_js),
             Some(_) => None,
             None => match path {
                 "favicon.ico" => Some(&self.favicon_ico),
@@ -263,6 +325,40 @@ mod tests {
         assert!(a.get("static/dash.all.min.js").is_none());
         assert!(a.get("static/../favicon.ico").is_none());
         assert!(a.get("favicon.png").is_none());
+        assert!(a.get("static/hls.min.js").is_none());
+    }
+
+    #[test]
+    fn hls_js_and_the_choice_of_player_are_named_by_their_content() {
+        let a =
+            Assets::embedded(b"var dashjs = 1;", b"BSD").with_hls_js(b"var Hls = 1;", b"Apache");
+        let js = a.get("static/hls.min.js").unwrap();
+        assert_eq!(js.body().as_ref(), b"var Hls = 1;");
+        assert_eq!(js.content_type(), "text/javascript; charset=utf-8");
+        assert_eq!(
+            a.hls_js_url(),
+            format!("/static/hls.min.js?v={}", js.version())
+        );
+        let license = a.get("static/hls.js.LICENSE.txt").unwrap();
+        assert_eq!(license.body().as_ref(), b"Apache");
+        // dash.js is kept.
+        assert!(a.has_player());
+        assert_eq!(
+            a.dash_js_url(),
+            Assets::embedded(b"var dashjs = 1;", b"BSD").dash_js_url()
+        );
+
+        let choice = a.get("static/playback.js").unwrap();
+        assert!(
+            std::str::from_utf8(choice.body())
+                .unwrap()
+                .contains("TritonTubePlayback")
+        );
+        assert_eq!(
+            a.playback_js_url(),
+            format!("/static/playback.js?v={}", choice.version())
+        );
+        assert!(Assets::without_player().get("static/playback.js").is_some());
     }
 
     #[test]

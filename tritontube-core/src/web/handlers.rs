@@ -13,9 +13,9 @@ use super::filters::{html_err, json_err};
 use super::models::{VideoJson, VideoListJson};
 use super::{App, pages};
 use crate::error::Error;
-use crate::id::{ContentKey, VideoId};
-use crate::ingest::Deletion;
-use crate::metadata::PageRequest;
+use crate::id::{ContentKey, FileName, VideoId};
+use crate::ingest::{Deletion, hls};
+use crate::metadata::{PageRequest, Video, VideoState};
 use crate::store::{GetOptions, ObjectMeta};
 
 type Reply_ = Result<warp::reply::Response, Rejection>;
@@ -137,12 +137,29 @@ async fn read_small(part: warp::multipart::Part) -> Result<String, Error> {
 pub async fn watch(id: String, app: App) -> Reply_ {
     let id = VideoId::new(id).map_err(html_err)?;
     let v = app.meta.get_video(&id).await.map_err(html_err)?;
-    Ok(warp::reply::html(pages::watch(&v, &app.assets.dash_js_url())).into_response())
+    let hls = hls_manifest(&app, &v).await.map_err(html_err)?;
+    let (dash_js, playback_js) = (app.assets.dash_js_url(), app.assets.playback_js_url());
+    let page = pages::watch(&v, &dash_js, &playback_js, hls.as_deref());
+    Ok(warp::reply::html(page).into_response())
+}
+
+/// The URL of `v`'s HLS master playlist, if it has one: a ready video
+/// transcoded since HLS was added (its playlist's checksum is recorded);
+/// older videos have DASH only.
+async fn hls_manifest(app: &App, v: &Video) -> Result<Option<String>, Error> {
+    if v.state != VideoState::Ready {
+        return Ok(None);
+    }
+    let file = FileName::new(hls::master_playlist_name(v.generation))?;
+    let key = ContentKey::new(v.id.clone(), file);
+    let record = app.meta.file_record(&key).await?;
+    Ok(record.map(|_| format!("/content/{}/{}", v.id, key.file())))
 }
 
 fn content_type(file: &str) -> &'static str {
     match Path::new(file).extension().and_then(|e| e.to_str()) {
         Some("mpd") => "application/dash+xml",
+        Some("m3u8") => hls::PLAYLIST_CONTENT_TYPE,
         Some("m4s") => "video/iso.segment",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("mp4") => "video/mp4",
@@ -238,7 +255,10 @@ pub async fn content(
         }
     };
     let etag = format!("\"{}\"", meta.sha256.to_hex());
-    let cache = if key.file().as_str().ends_with(".mpd") {
+    let cache = if [".mpd", ".m3u8"]
+        .iter()
+        .any(|m| key.file().as_str().ends_with(m))
+    {
         "public, max-age=10"
     } else {
         "public, max-age=31536000, immutable"
@@ -433,8 +453,18 @@ pub async fn api_list(q: ListQuery, app: App) -> Reply_ {
         })
         .await
         .map_err(json_err)?;
+    let mut videos: Vec<VideoJson> = page.videos.iter().map(VideoJson::from).collect();
+    // Which have HLS, 16 lookups at a time.
+    let mut hls = Vec::with_capacity(videos.len());
+    for some in page.videos.chunks(16) {
+        let found = futures::future::try_join_all(some.iter().map(|v| hls_manifest(&app, v)));
+        hls.extend(found.await.map_err(json_err)?);
+    }
+    for (json, hls) in videos.iter_mut().zip(hls) {
+        json.hls_manifest = hls;
+    }
     Ok(warp::reply::json(&VideoListJson {
-        videos: page.videos.iter().map(VideoJson::from).collect(),
+        videos,
         next: page.next,
     })
     .into_response())
@@ -444,7 +474,9 @@ pub async fn api_list(q: ListQuery, app: App) -> Reply_ {
 pub async fn api_get(id: String, app: App) -> Reply_ {
     let id = VideoId::new(id).map_err(json_err)?;
     let v = app.meta.get_video(&id).await.map_err(json_err)?;
-    Ok(warp::reply::json(&VideoJson::from(&v)).into_response())
+    let mut json = VideoJson::from(&v);
+    json.hls_manifest = hls_manifest(&app, &v).await.map_err(json_err)?;
+    Ok(warp::reply::json(&json).into_response())
 }
 
 /// `DELETE /api/videos/<id>`: cancels its job, removes its files from every

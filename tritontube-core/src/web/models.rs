@@ -35,6 +35,9 @@ pub struct VideoJson {
     pub file_count: u64,
     /// The manifest's URL.
     pub manifest: String,
+    /// The HLS master playlist's URL, over the same segments; `null` for a
+    /// video that has none (not ready, or transcoded before HLS was added).
+    pub hls_manifest: Option<String>,
     /// The poster's URL.
     pub poster: String,
 }
@@ -63,6 +66,8 @@ impl From<&Video> for VideoJson {
             total_bytes: v.facts.total_bytes,
             file_count: v.facts.file_count,
             manifest: format!("/content/{}/{}", v.id, v.file_name("manifest.mpd")),
+            // Only the stored records tell (see `handlers::api_get`).
+            hls_manifest: None,
             poster: format!("/content/{}/{}", v.id, v.file_name("poster.jpg")),
         }
     }

@@ -1,5 +1,6 @@
 //! The HTML pages: the home page (upload form and watch list) and the watch
-//! page (dash.js player). Plain HTML and a little JavaScript, no framework.
+//! page (dash.js player, or the browser's own HLS player where there are no
+//! Media Source Extensions). Plain HTML and a little JavaScript, no framework.
 
 use crate::metadata::{Video, VideoState};
 
@@ -150,8 +151,10 @@ if (videos && /processing|waiting/.test(videos.textContent)) {{
 }
 
 /// The watch page; `dash_js` is the URL of the player's script
-/// ([`super::Assets::dash_js_url`]).
-pub fn watch(v: &Video, dash_js: &str) -> String {
+/// ([`super::Assets::dash_js_url`]), `playback_js` the URL of the choice
+/// between it and native HLS ([`super::Assets::playback_js_url`]), and
+/// `hls_manifest` the URL of the video's HLS master playlist, if it has one.
+pub fn watch(v: &Video, dash_js: &str, playback_js: &str, hls_manifest: Option<&str>) -> String {
     let id = esc(v.id.as_str());
     let (poster, manifest) = (
         esc(&v.file_name("poster.jpg")),
@@ -168,15 +171,18 @@ pub fn watch(v: &Video, dash_js: &str) -> String {
 <p class="player-controls fields"><span><label for="quality">Quality</label><select id="quality"><option value="auto">Auto</option></select></span>
 <span class="state" id="info">{dur} · {sw}×{sh}</span></p>
 <div id="msg" aria-live="polite"></div></section>
+<script src="{playback_js}"></script>
 <script src="{js}"></script>
 <script>
 window.playerError = null;
+const fail = (what) => {{
+  window.playerError = what;
+  const m = document.getElementById('msg'); m.className = 'err'; m.textContent = 'Playback error: ' + what;
+}};
+if (TritonTubePlayback.start(document.getElementById('player'), {{hls: {hls}, onError: fail}}) === 'dash') {{
 const player = dashjs.MediaPlayer().create();
 player.initialize(document.getElementById('player'), '/content/{id}/{manifest}', true);
-player.on(dashjs.MediaPlayer.events.ERROR, (e) => {{
-  window.playerError = JSON.stringify(e.error || e);
-  const m = document.getElementById('msg'); m.className = 'err'; m.textContent = 'Playback error: ' + window.playerError;
-}});
+player.on(dashjs.MediaPlayer.events.ERROR, (e) => fail(JSON.stringify(e.error || e)));
 player.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => {{
   const sel = document.getElementById('quality');
   const reps = player.getRepresentationsByType ? player.getRepresentationsByType('video') : [];
@@ -187,8 +193,11 @@ player.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => {{
     if (!auto) player.setRepresentationForTypeByIndex('video', parseInt(sel.value), true);
   }};
 }});
+}}
 </script>"#,
                 js = esc(dash_js),
+                playback_js = esc(playback_js),
+                hls = hls_manifest.map_or("null".into(), |u| format!("'{}'", esc(u))),
                 dur = duration(v.facts.duration_secs),
                 sw = v.facts.width,
                 sh = v.facts.height,
@@ -288,7 +297,7 @@ mod tests {
         ] {
             pages.push((
                 format!("watch {state:?}"),
-                watch(&video(state), "/static/dash.all.min.js?v=1"),
+                watch(&video(state), "/static/dash.all.min.js?v=1", "/p.js", None),
             ));
         }
         pages
@@ -331,9 +340,14 @@ mod tests {
         let live = &home[home.find("aria-live=\"polite\"").expect("a live region")..];
         let end = live.find("</form>").unwrap();
         assert!(live[..end].contains("id=\"bar\"") && live[..end].contains("id=\"msg\""));
-        let ready = watch(&video(VideoState::Ready), "/x.js");
+        let ready = watch(&video(VideoState::Ready), "/x.js", "/p.js", None);
         assert!(ready.contains("<div id=\"msg\" aria-live=\"polite\">"));
-        let processing = watch(&video(VideoState::Processing { progress: 1.0 }), "/x.js");
+        let processing = watch(
+            &video(VideoState::Processing { progress: 1.0 }),
+            "/x.js",
+            "/p.js",
+            None,
+        );
         assert!(processing.contains("aria-live=\"polite\"><p>Processing"));
     }
 
@@ -347,12 +361,48 @@ mod tests {
 
     #[test]
     fn the_player_is_sized_from_the_top_rung_and_loads_the_versioned_script() {
-        let html = watch(&video(VideoState::Ready), "/static/dash.all.min.js?v=abc");
+        let html = watch(
+            &video(VideoState::Ready),
+            "/static/dash.all.min.js?v=abc",
+            "/p.js",
+            None,
+        );
         assert!(html.contains("style=\"--w:1080;--h:1920\""), "{html}");
         assert!(html.contains("<script src=\"/static/dash.all.min.js?v=abc\"></script>"));
         let mut v = video(VideoState::Ready);
         v.facts.renditions.clear();
         v.facts.width = 0;
-        assert!(watch(&v, "/x.js").contains("style=\"--w:16;--h:9\""));
+        assert!(watch(&v, "/x.js", "/p.js", None).contains("style=\"--w:16;--h:9\""));
+    }
+
+    #[test]
+    fn the_player_is_chosen_before_dash_js_starts_with_the_hls_playlist_if_any() {
+        let ready = video(VideoState::Ready);
+        let html = watch(
+            &ready,
+            "/d.js",
+            "/static/playback.js?v=1",
+            Some("/content/v/master.m3u8"),
+        );
+        let choice = html
+            .find("<script src=\"/static/playback.js?v=1\"></script>")
+            .unwrap();
+        assert!(
+            choice < html.find("<script src=\"/d.js\"></script>").unwrap(),
+            "{html}"
+        );
+        let start = html.find("TritonTubePlayback.start(").unwrap();
+        assert!(
+            html[start..].contains("{hls: '/content/v/master.m3u8', onError: fail}) === 'dash'")
+        );
+        assert!(
+            start < html.find("dashjs.MediaPlayer()").unwrap(),
+            "dash.js only if chosen"
+        );
+        let html = watch(&ready, "/d.js", "/p.js", None);
+        assert!(
+            html.contains("{hls: null, onError: fail}"),
+            "a video without HLS: {html}"
+        );
     }
 }

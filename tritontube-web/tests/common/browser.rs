@@ -89,6 +89,18 @@ impl Browser {
             .await;
     }
 
+    /// Runs `script` in every page opened from now on, before the page's
+    /// own scripts (Chromium's `Page.addScriptToEvaluateOnNewDocument`):
+    /// to take a browser feature away, say.
+    pub async fn before_each_page(&self, script: &str) {
+        let params = json!({"source": script});
+        let body = json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": params});
+        let r = self
+            .cmd(reqwest::Method::POST, "goog/cdp/execute", Some(body))
+            .await;
+        assert!(r.get("identifier").is_some(), "script not added: {r}");
+    }
+
     /// The value of `script` (a function body: `return ...;`) in the page.
     pub async fn eval(&self, script: &str) -> Value {
         self.cmd(
