@@ -10,6 +10,8 @@
 //!   Pure computation; available with `default-features = false`.
 //! - [`id`]: validated names ([`VideoId`], [`FileName`], [`ContentKey`],
 //!   [`NodeAddr`]). Every key is checked here before it reaches a store.
+//! - [`layout`]: the cluster's layout as values, where a key is read and
+//!   written under it, and the steps of a ring change. Pure, like [`ring`].
 //! - [`error`]: the one [`Error`] type, and its mapping to HTTP / gRPC codes.
 //!
 //! With the default `runtime` feature:
@@ -27,6 +29,7 @@
 
 pub mod error;
 pub mod id;
+pub mod layout;
 pub mod ring;
 
 #[cfg(feature = "runtime")]

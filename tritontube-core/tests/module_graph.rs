@@ -11,6 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["error", "proto", "testing", "shutdown"],
     &["id"],
     &["ring"],
+    &["layout"],
     &["store"],
     &["metadata"],
     &["node"],

@@ -7,6 +7,7 @@ use super::lock::Take;
 use super::{ClusterManager, HeldLock, Phase, Progress, ring_of, scan};
 use crate::error::{Error, Result};
 use crate::id::NodeAddr;
+use crate::layout::transition;
 use crate::metadata::{ChangeInfo, ClusterState, MetadataStore, NodeEntry, Versioned};
 
 /// A ring change asked of the [`ClusterManager`].
@@ -198,9 +199,7 @@ impl ClusterManager {
             ..Progress::default()
         });
         // 3. Pending: from now on, writes go to both rings' owners.
-        let mut pending_state = state.value.clone();
-        pending_state.pending = Some(new_nodes);
-        pending_state.change = Some(info.clone());
+        let pending_state = transition::begin(&state.value, new_nodes, info.clone())?;
         let version = self
             .meta
             .put_cluster_state(Some(state.version), &pending_state)
@@ -299,14 +298,8 @@ impl ClusterManager {
                     reason: "the pending ring changed under the running change".into(),
                 });
             }
-            if let Some(c) = current.value.change.as_ref().filter(|c| c.cancel_requested) {
-                return Err(cancelled(c));
-            }
-            let mut next = current.value.clone();
-            let pending = next.pending.take().unwrap_or_default();
-            // The layout whose surplus copies the clean-up removes.
-            next.previous = Some(std::mem::replace(&mut next.nodes, pending));
-            next.epoch += 1;
+            // Refused (nothing written) if a cancellation came first.
+            let next = transition::commit(&current.value)?;
             match self
                 .meta
                 .put_cluster_state(Some(current.version), &next)
@@ -334,8 +327,7 @@ impl ClusterManager {
                 if current.value.pending.is_none() || current.value.pending != state.value.pending {
                     return Ok(None);
                 }
-                let mut back = current.value.clone();
-                back.previous = back.pending.take();
+                let back = transition::roll_back(&current.value)?;
                 match self
                     .meta
                     .put_cluster_state(Some(current.version), &back)

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::ClusterManager;
 use super::change::{ChangeKind, cancelled};
 use crate::error::{Error, Result};
+use crate::layout::transition;
 use crate::metadata::{ChangeInfo, MetadataStore};
 
 /// How often a job looks for a cancellation asked through another web
@@ -209,28 +210,14 @@ impl ClusterManager {
     pub async fn cancel_change(&self, id: &str) -> Result<ChangeInfo> {
         loop {
             let state = self.state().await?;
-            let Some(mut info) = state.value.change.clone().filter(|c| c.id == id) else {
-                return Err(Error::NotFound {
-                    key: format!("ring change {id}"),
-                });
-            };
-            if state.value.pending.is_none() {
-                let reason = match &info.outcome {
-                    Some(outcome) => {
-                        format!("ring change {id} ({}) already ended: {outcome}", info.what)
-                    }
-                    None => format!(
-                        "ring change {id} ({}) has committed and is deleting surplus copies; \
-                         it can no longer be cancelled",
-                        info.what
-                    ),
-                };
-                return Err(Error::Refused { reason });
-            }
-            if !info.cancel_requested {
-                info.cancel_requested = true;
-                let mut next = state.value.clone();
-                next.change = Some(info.clone());
+            let next = transition::request_cancel(&state.value, id)?;
+            let info = next.change.clone().expect("the change asked to cancel");
+            if !state
+                .value
+                .change
+                .as_ref()
+                .is_some_and(|c| c.cancel_requested)
+            {
                 match self
                     .meta
                     .put_cluster_state(Some(state.version), &next)
@@ -277,11 +264,9 @@ impl ClusterManager {
             let Ok(state) = self.state().await else {
                 return;
             };
-            let mut next = state.value.clone();
-            match next.change.as_mut() {
-                Some(c) if c.id == info.id => c.outcome = Some(outcome.clone()),
-                _ => return,
-            }
+            let Some(next) = transition::record_outcome(&state.value, &info.id, &outcome) else {
+                return;
+            };
             match self
                 .meta
                 .put_cluster_state(Some(state.version), &next)

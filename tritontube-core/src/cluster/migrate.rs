@@ -5,6 +5,7 @@ use futures::StreamExt;
 
 use super::{ClusterManager, CopyTask, Phase, ring_of, scan, union};
 use crate::error::{Error, Result};
+use crate::layout::transition;
 use crate::metadata::{ClusterState, MetadataStore, NodeEntry, Versioned};
 use crate::ring::HashRange;
 use crate::store::PutOptions;
@@ -153,9 +154,7 @@ impl ClusterManager {
             secs = started.elapsed().as_secs_f64(),
             "surplus copies deleted"
         );
-        if state.value.previous.is_some() {
-            let mut next = state.value.clone();
-            next.previous = None;
+        if let Ok(next) = transition::cleaned(&state.value) {
             self.meta
                 .put_cluster_state(Some(state.version), &next)
                 .await?;

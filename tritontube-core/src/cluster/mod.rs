@@ -45,13 +45,14 @@ mod recover;
 mod repair;
 mod scan;
 
+pub use crate::layout::{Placement, ring_of};
 pub use crate::node::NodeHealth;
 pub use change::ChangeKind;
 pub use heal::{HealConfig, run_healer};
 pub use health::{HealthConfig, HealthTracker, Liveness, NodeLiveness};
 pub use job::ChangeJob;
 use lock::HeldLock;
-pub use network::{NetworkContentStore, Placement};
+pub use network::NetworkContentStore;
 pub use orphans::{DEFAULT_ORPHAN_GRACE, MAX_ORPHAN_GRACE, RepairOptions, RepairReport};
 pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, Recorded, owners_of, plan};
 
@@ -67,7 +68,6 @@ use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr};
 use crate::metadata::{ClusterState, MetadataStore, NodeEntry, Versioned};
 use crate::ring::HashRange;
-use crate::ring::TokenRing;
 use crate::store::{ContentStore, GetOptions, MetaStream, PutOptions};
 
 /// What the cluster manager needs from the data plane (in production, the
@@ -215,21 +215,6 @@ pub struct VerifyReport {
     /// Everything found wrong (empty: every file belongs to its video, is
     /// on exactly its owners, and all copies agree).
     pub problems: Vec<Problem>,
-}
-
-/// Builds the ring of `nodes`.
-pub fn ring_of(nodes: &[NodeEntry], vnodes: u32) -> TokenRing {
-    TokenRing::with_nodes(vnodes, nodes.iter().map(|n| (n.addr.as_str(), n.weight))).unwrap_or_else(
-        |e| {
-            // States are validated when written; keep serving with what is valid.
-            tracing::error!(error = %e, "invalid node list in the cluster state");
-            let mut ring = TokenRing::new(vnodes);
-            for n in nodes {
-                let _ = ring.add_node(n.addr.as_str(), n.weight);
-            }
-            ring
-        },
-    )
 }
 
 /// Runs ring changes, verify and repair for one cluster.

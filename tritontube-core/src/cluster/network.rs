@@ -20,76 +20,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{HealthTracker, NodeHealth, Nodes, ring_of};
+use super::{HealthTracker, NodeHealth, Nodes};
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
+use crate::layout::Placement;
 use crate::metadata::ClusterState;
 use crate::node::{NodeClient, NodeClientConfig};
-use crate::ring::{HashRange, HashRing, TokenRing, key_hash};
+use crate::ring::{HashRange, TokenRing, key_hash};
 use crate::store::{
     ByteStream, ContentStore, GetOptions, GetResult, MetaStream, ObjectMeta, PutOptions,
 };
-
-/// Where keys live: the current ring and, during a change, the pending one.
-#[derive(Debug, Clone)]
-pub struct Placement {
-    /// The committed ring.
-    pub current: TokenRing,
-    /// The ring being migrated to, if a change is under way.
-    pub pending: Option<TokenRing>,
-    /// Copies of every file.
-    pub replicas: usize,
-    /// The epoch of the cluster state this placement comes from (0 when
-    /// built by hand).
-    pub epoch: u64,
-    /// Members reached at an address other than their ring name (moved
-    /// nodes): ring name → address.
-    pub reach: HashMap<NodeAddr, NodeAddr>,
-}
-
-impl Placement {
-    /// The placement a cluster state describes.
-    pub fn from_state(state: &ClusterState) -> Self {
-        Placement {
-            current: ring_of(&state.nodes, state.vnodes),
-            pending: state.pending.as_ref().map(|p| ring_of(p, state.vnodes)),
-            replicas: state.replicas.max(1) as usize,
-            epoch: state.epoch,
-            reach: state
-                .nodes
-                .iter()
-                .chain(state.pending.iter().flatten())
-                .filter_map(|n| n.reach.clone().map(|r| (n.addr.clone(), r)))
-                .collect(),
-        }
-    }
-
-    fn prefs(ring: &TokenRing, hash: u64, n: usize) -> Vec<NodeAddr> {
-        let mut buf = vec![""; n.min(ring.node_count())];
-        match ring.preference_by_hash(hash, &mut buf) {
-            Ok(k) => buf[..k]
-                .iter()
-                .filter_map(|a| NodeAddr::new(*a).ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Every member of either ring.
-    pub fn all_nodes(&self) -> Vec<NodeAddr> {
-        let mut out: Vec<NodeAddr> = Vec::new();
-        for ring in std::iter::once(&self.current).chain(self.pending.as_ref()) {
-            for a in ring.nodes_in_ring_order() {
-                if let Ok(a) = NodeAddr::new(a)
-                    && !out.contains(&a)
-                {
-                    out.push(a);
-                }
-            }
-        }
-        out
-    }
-}
 
 /// A [`ContentStore`] over a cluster of storage nodes.
 #[derive(Debug)]
@@ -188,53 +128,19 @@ impl NetworkContentStore {
             .clone()
     }
 
-    /// Nodes a write of `key` goes to: its owners in both rings, with a down
-    /// owner replaced by the next live node clockwise (a hinted copy).
+    /// Nodes a write of `key` goes to (see [`Placement::write_set`]),
+    /// counting the hinted copies it makes.
     fn write_targets(&self, key: &ContentKey) -> Vec<NodeAddr> {
-        let p = self.placement();
-        let h = key_hash(key.as_str());
-        let mut out: Vec<NodeAddr> = Vec::new();
-        for ring in std::iter::once(&p.current).chain(p.pending.as_ref()) {
-            let walk = Placement::prefs(ring, h, ring.node_count());
-            let mut live = 0;
-            for n in &walk {
-                if live == p.replicas {
-                    break;
-                }
-                if self.health.is_down(n) {
-                    self.health.record_hint();
-                    continue;
-                }
-                live += 1;
-                if !out.contains(n) {
-                    out.push(n.clone());
-                }
-            }
+        let (nodes, hinted) = self.placement().write_set(key, |n| self.health.is_down(n));
+        for _ in 0..hinted {
+            self.health.record_hint();
         }
-        out
+        nodes
     }
 
-    /// Nodes a read of `key` tries, in order: current owners, pending owners,
-    /// then the next nodes clockwise (where hinted copies land); nodes known
-    /// to be down go last.
+    /// Nodes a read of `key` tries, in order (see [`Placement::read_set`]).
     fn read_candidates(&self, key: &ContentKey) -> Vec<NodeAddr> {
-        let p = self.placement();
-        let h = key_hash(key.as_str());
-        let mut out: Vec<NodeAddr> = Vec::new();
-        let mut push_all = |v: Vec<NodeAddr>| {
-            for n in v {
-                if !out.contains(&n) {
-                    out.push(n);
-                }
-            }
-        };
-        push_all(Placement::prefs(&p.current, h, p.replicas));
-        if let Some(pending) = &p.pending {
-            push_all(Placement::prefs(pending, h, p.replicas));
-        }
-        push_all(Placement::prefs(&p.current, h, p.replicas + 2));
-        let (up, down): (Vec<_>, Vec<_>) = out.into_iter().partition(|n| !self.health.is_down(n));
-        up.into_iter().chain(down).collect()
+        self.placement().read_set(key, |n| self.health.is_down(n))
     }
 
     fn note(&self, node: &NodeAddr, r: &Result<impl Sized>) {
