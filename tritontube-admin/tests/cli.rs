@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tritontube_core::ContentKey;
 use tritontube_core::cluster::{HealConfig, HealthConfig};
+use tritontube_core::config::{ContentConfig, MetadataConfig};
 use tritontube_core::server::WebOptions;
 use tritontube_core::store::{ContentStoreExt, LocalContentStore, LocalOptions};
 use tritontube_core::testing::free_port;
@@ -41,12 +42,12 @@ async fn admin(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-fn options(dir: &Path, port: u16, content: Option<(String, String)>) -> WebOptions {
+fn options(dir: &Path, port: u16, content: Option<ContentConfig>) -> WebOptions {
     WebOptions {
         host: "127.0.0.1".into(),
         port,
-        metadata: None,
-        content,
+        metadata: MetadataConfig::embedded(dir),
+        content: content.unwrap_or_else(|| ContentConfig::embedded(dir)),
         data_dir: dir.to_path_buf(),
         replicas: 1,
         vnodes: 16,
@@ -101,7 +102,7 @@ async fn cluster(dir: &Path, stop: &CancellationToken) -> Cluster {
     let opts = options(
         &dir.join("web"),
         http,
-        Some(("nw".into(), format!("127.0.0.1:{admin},{node}"))),
+        Some(ContentConfig::from_parts("nw", &format!("127.0.0.1:{admin},{node}")).unwrap()),
     );
     tokio::spawn(tritontube_core::server::run(opts, stop.clone()));
     let c = Cluster {

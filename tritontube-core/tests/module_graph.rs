@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["cluster"],
     &["ingest"],
     &["admin", "web"],
+    &["config"],
     &["server"],
 ];
 
