@@ -263,3 +263,118 @@ async fn unreachable_and_malformed_addresses_say_what_to_check() {
         }
     }
 }
+
+/// Runs the admin binary with exactly `args` and `env` (no token added).
+async fn admin_bare(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> (Option<i32>, Run) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tritontube-admin"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TRITONTUBE_ADMIN_TOKEN")
+        .env_remove("TRITONTUBE_ADMIN_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let run = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (out.status.code(), run)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_file_gives_the_token_file_and_json_and_flags_win_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let c = cluster(dir.path(), &stop).await;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let config = dir.path().join("admin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "token-file = {:?}\njson = true\n",
+            token_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    // By flag, and by environment variable.
+    let by_flag = ["--config", config.to_str().unwrap(), "list", &c.admin];
+    for (args, env) in [
+        (&by_flag[..], &[][..]),
+        (
+            &["list", &c.admin][..],
+            &[("TRITONTUBE_ADMIN_CONFIG", config.as_path())][..],
+        ),
+    ] {
+        let (_, r) = admin_bare(dir.path(), args, env).await;
+        assert!(r.ok, "{args:?}: {}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["nodes"][0], c.node.as_str(), "{v}");
+    }
+    // A wrong token on the command line wins over the file's token file.
+    let (_, r) = admin_bare(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--token",
+            "wrong",
+            "add",
+            &c.admin,
+            "127.0.0.1:1",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!r.ok);
+    assert!(r.stderr.to_lowercase().contains("token"), "{}", r.stderr);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_config_file_is_refused_before_anything_is_contacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("admin.toml");
+    // Nothing listens on the server address: the error must be the file's.
+    let nobody = format!("127.0.0.1:{}", free_port());
+    for (text, says) in [
+        (
+            "tokn-file = \"t\"\n",
+            "unknown key `tokn-file` (did you mean `token-file`?)",
+        ),
+        (
+            "json = \"yes\"\n",
+            "`json` must be a boolean (true or false), not a string",
+        ),
+        (
+            "log-format = \"xml\"\n",
+            "`log-format` = \"xml\" is not valid",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let (code, r) = admin_bare(
+            dir.path(),
+            &["--config", config.to_str().unwrap(), "list", &nobody],
+            &[],
+        )
+        .await;
+        assert_eq!(code, Some(2), "{text}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{text}: {}", r.stderr);
+        assert!(r.stderr.contains("admin.toml"), "{}", r.stderr);
+        assert!(!r.stderr.contains("nothing listens"), "{}", r.stderr);
+    }
+    let (code, r) = admin_bare(
+        dir.path(),
+        &["--config", "missing.toml", "list", &nobody],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(
+        r.stderr.contains("missing.toml: cannot read it"),
+        "{}",
+        r.stderr
+    );
+}

@@ -292,3 +292,42 @@ fn a_secret_in_a_file_every_user_can_read_gets_a_warning() {
     std::fs::set_permissions(&path, PermissionsExt::from_mode(0o644)).unwrap();
     assert!(web(&path, &[]).unwrap().warnings.is_empty());
 }
+
+/// A command with global flags and subcommands, like `tritontube-admin`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "tool")]
+struct Tool {
+    #[arg(long, global = true)]
+    json: bool,
+    #[arg(long, global = true, default_value = "text")]
+    format: String,
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    List { server: String },
+}
+
+#[test]
+fn global_flags_of_a_command_with_subcommands_come_from_the_file() {
+    let (_d, path) = file("json = true\nformat = \"wide\"\n");
+    let p = path.to_str().unwrap();
+    for argv in [
+        &["tool", "--config", p, "list", "s"][..],
+        &["tool", "list", "--config", p, "s"],
+    ] {
+        let tool = load::<Tool, _>(argv).unwrap().args;
+        assert!(tool.json, "{argv:?}");
+        assert_eq!(tool.format, "wide", "{argv:?}");
+        let Sub::List { server } = tool.command;
+        assert_eq!(server, "s");
+    }
+    let tool = load::<Tool, _>(["tool", "list", "--format", "narrow", "--config", p, "s"])
+        .unwrap()
+        .args;
+    assert_eq!(tool.format, "narrow", "a flag after the subcommand still wins");
+}
