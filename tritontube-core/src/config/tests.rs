@@ -329,5 +329,8 @@ fn global_flags_of_a_command_with_subcommands_come_from_the_file() {
     let tool = load::<Tool, _>(["tool", "list", "--format", "narrow", "--config", p, "s"])
         .unwrap()
         .args;
-    assert_eq!(tool.format, "narrow", "a flag after the subcommand still wins");
+    assert_eq!(
+        tool.format, "narrow",
+        "a flag after the subcommand still wins"
+    );
 }
