@@ -377,4 +377,20 @@ async fn a_bad_config_file_is_refused_before_anything_is_contacted() {
         "{}",
         r.stderr
     );
+    // The example shipped in deploy/ is a valid file for this tool: what
+    // fails is reading the token file it names, not the file itself.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tritontube-admin.toml");
+    let (code, r) = admin_bare(
+        dir.path(),
+        &["--config", example.to_str().unwrap(), "list", &nobody],
+        &[],
+    )
+    .await;
+    assert_ne!(code, Some(0));
+    assert!(!r.stderr.contains("config file"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("/etc/tritontube/admin-token"),
+        "{}",
+        r.stderr
+    );
 }

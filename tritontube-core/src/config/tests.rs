@@ -334,3 +334,23 @@ fn global_flags_of_a_command_with_subcommands_come_from_the_file() {
         "a flag after the subcommand still wins"
     );
 }
+
+#[test]
+fn the_example_files_shipped_in_deploy_are_valid() {
+    let (_d, web_file) = file(include_str!("../../../deploy/tritontube-web.toml"));
+    let args = web(&web_file, &[]).unwrap().args;
+    let (m, c) = args.stores().unwrap();
+    assert_eq!(m.kind(), "etcd");
+    assert!(matches!(c, ContentConfig::Network { ref nodes, .. } if nodes.len() == 3));
+    let (_d, node_file) = file(include_str!("../../../deploy/tritontube-node.toml"));
+    let node = load::<NodeArgs, _>(["tritontube-node", "--config", node_file.to_str().unwrap()])
+        .unwrap()
+        .args;
+    assert_eq!(node.base_dir, PathBuf::from("/var/lib/tritontube/node"));
+    // The admin tool's file is checked against its own flags in
+    // tritontube-admin's tests; here, only that it is TOML.
+    let admin: toml::Table = include_str!("../../../deploy/tritontube-admin.toml")
+        .parse()
+        .unwrap();
+    assert!(admin.contains_key("token-file"));
+}
