@@ -172,7 +172,13 @@ impl WebArgs {
         let Some(path) = &self.admin_token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(
+                "admin token file",
+                path.display().to_string(),
+                format!("cannot read it: {e}"),
+            )
+        })?;
         match text.lines().next().map(str::trim) {
             Some(t) if !t.is_empty() => Ok(Some(t.to_string())),
             _ => Err(Error::invalid(
