@@ -73,10 +73,7 @@ impl WebOptions {
     pub fn from_args(args: WebArgs, embedded: web::Assets) -> Result<WebOptions> {
         let (metadata, content) = args.stores()?;
         let admin_token = args.admin_token()?;
-        let assets = match &args.assets {
-            Some(dir) => web::Assets::from_dir(dir)?,
-            None => embedded,
-        };
+        let assets = args.assets.unwrap_or(embedded);
         Ok(WebOptions {
             host: args.host,
             port: args.port,

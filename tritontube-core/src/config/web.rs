@@ -9,6 +9,7 @@ use clap::Parser;
 use super::{ContentConfig, Effective, Loaded, MetadataConfig};
 use crate::error::{Error, Result};
 use crate::shutdown::LogFormat;
+use crate::web::Assets;
 
 /// The TritonTube web server.
 ///
@@ -53,8 +54,8 @@ pub struct WebArgs {
     pub admin_token_file: Option<PathBuf>,
     /// Serve dash.js from this directory (holding dash.all.min.js, e.g.
     /// node_modules/dashjs/dist/modern/umd) instead of the copy built in.
-    #[arg(long)]
-    pub assets: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", value_parser = assets_dir)]
+    pub assets: Option<Assets>,
     /// Seconds between health checks of each storage node.
     #[arg(long, default_value = "0.5", value_parser = seconds)]
     pub health_interval: Duration,
@@ -123,6 +124,12 @@ pub struct WebArgs {
     /// `sqlite ./metadata.db nw "localhost:8081,localhost:8090"`.
     #[arg(num_args = 0..=4, value_names = ["METADATA_KIND", "METADATA_OPTION", "CONTENT_KIND", "CONTENT_OPTION"])]
     pub stores: Vec<String>,
+}
+
+/// dash.js read from a directory (checked, and read, when the command line
+/// is parsed, so a wrong directory is named as `--assets`).
+fn assets_dir(s: &str) -> Result<Assets> {
+    Assets::from_dir(std::path::Path::new(s))
 }
 
 /// A positive number of seconds (`0.5`, `60`).
