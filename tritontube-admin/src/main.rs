@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{HumanBytes, HumanCount};
 use progress::Reporter;
 use serde_json::json;
-use tritontube_core::admin::AdminClient;
+use tritontube_core::admin::{AdminClient, ChangeOutcome, RepairOutcome, StatusReport};
+use tritontube_core::proto::cluster::NodeStatus;
 use tritontube_core::shutdown::LogFormat;
 
 #[derive(Parser)]
@@ -40,6 +41,15 @@ struct Cli {
     /// human-readable `text` or `json` (one object per line).
     #[arg(long, global = true, value_name = "text|json", env = "TRITONTUBE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// A TOML file setting the flags above by long name (`token-file`,
+    /// `json`, `log-format`, `token`); flags given here win over it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TRITONTUBE_ADMIN_CONFIG"
+    )]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +126,22 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The web server's admin address every subcommand takes.
+    fn server(&self) -> &str {
+        match self {
+            Command::List { server }
+            | Command::Add { server, .. }
+            | Command::Remove { server, .. }
+            | Command::Status { server }
+            | Command::Verify { server }
+            | Command::Repair { server, .. }
+            | Command::Weight { server, .. }
+            | Command::Move { server, .. } => server,
+        }
+    }
+}
+
 /// The token: given, from its file, or the local deployment's default file.
 fn token(cli: &Cli) -> tritontube_core::Result<Option<String>> {
     if let Some(t) = &cli.token {
@@ -133,84 +159,33 @@ fn token(cli: &Cli) -> tritontube_core::Result<Option<String>> {
 }
 
 async fn run(cli: Cli) -> tritontube_core::Result<()> {
-    let server = match &cli.command {
-        Command::List { server }
-        | Command::Add { server, .. }
-        | Command::Remove { server, .. }
-        | Command::Status { server }
-        | Command::Verify { server }
-        | Command::Repair { server, .. }
-        | Command::Weight { server, .. }
-        | Command::Move { server, .. } => server.clone(),
-    };
-    let client = AdminClient::connect(&server, token(&cli)?).await?;
-    let mut reporter = Reporter::new(cli.json);
+    let client = AdminClient::connect(cli.command.server(), token(&cli)?).await?;
+    let json = cli.json;
+    let mut reporter = Reporter::new(json);
     match cli.command {
-        Command::List { .. } => {
-            let nodes = client.list().await?;
-            if cli.json {
-                println!("{}", json!({ "nodes": nodes }));
-            } else {
-                println!("Storage cluster nodes:");
-                for n in nodes {
-                    println!("  - {n}");
-                }
-            }
-        }
+        Command::List { .. } => list(&client, json).await,
         Command::Add { node, weight, .. } => {
             let out = client.add(&node, weight, |p| reporter.update(p)).await;
             reporter.finish();
-            let out = out?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({ "added": node, "migrated_file_count": out.migrated })
-                );
-            } else {
-                println!("Successfully added node: {node}");
-                println!("Number of files migrated: {}", out.migrated);
-            }
+            print_change(json, "added", &node, out?);
+            Ok(())
         }
         Command::Remove { node, .. } => {
             let out = client.remove(&node, |p| reporter.update(p)).await;
             reporter.finish();
-            let out = out?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({ "removed": node, "migrated_file_count": out.migrated })
-                );
-            } else {
-                println!("Successfully removed node: {node}");
-                println!("Number of files migrated: {}", out.migrated);
-            }
+            print_change(json, "removed", &node, out?);
+            Ok(())
         }
         Command::Move {
             node, new_address, ..
-        } => {
-            client.move_node(&node, &new_address).await?;
-            if cli.json {
-                println!("{}", json!({ "node": node, "reached_at": new_address }));
-            } else {
-                println!("Successfully moved node: {node} is now reached at {new_address}");
-                println!("Number of files migrated: 0");
-            }
-        }
+        } => move_node(&client, json, &node, &new_address).await,
         Command::Weight { node, weight, .. } => {
             let out = client
                 .set_weight(&node, weight, |p| reporter.update(p))
                 .await;
             reporter.finish();
-            let out = out?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({ "node": node, "weight": weight, "migrated_file_count": out.migrated })
-                );
-            } else {
-                println!("Successfully set weight of {node} to {weight}");
-                println!("Number of files migrated: {}", out.migrated);
-            }
+            print_weight(json, &node, weight, out?);
+            Ok(())
         }
         Command::Repair {
             orphan_grace_secs, ..
@@ -218,158 +193,240 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
             let grace = std::time::Duration::from_secs(orphan_grace_secs);
             let out = client.repair(Some(grace), |p| reporter.update(p)).await;
             reporter.finish();
-            let out = out?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({
-                        "copies_made": out.copies_made,
-                        "orphans_removed": out.orphans_removed,
-                        "orphans_kept": out.orphans_kept,
-                        "orphans_skipped": out.orphans_skipped,
-                    })
-                );
-            } else {
-                println!("Repair finished; file copies made: {}", out.copies_made);
-                println!("Orphans removed: {}", out.orphans_removed);
-                if out.orphans_kept > 0 {
-                    println!(
-                        "Orphans kept (their video was recorded during the grace period): {}",
-                        out.orphans_kept
-                    );
-                }
-                if out.orphans_skipped > 0 {
-                    println!(
-                        "Files skipped (video record unreadable, or a copy not deleted; see the web server's log): {}",
-                        out.orphans_skipped
-                    );
-                }
-            }
+            print_repair(json, &out?);
+            Ok(())
         }
         Command::Status { .. } => {
             let s = client.status().await?;
-            if cli.json {
-                let nodes: Vec<_> = s
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        json!({
-                            "address": n.address, "weight": n.weight, "health": n.health,
-                            "last_error": n.last_error, "health_since_ms": n.health_since_ms,
-                            "file_count": n.file_count,
-                            "total_bytes": n.total_bytes, "ring_share": n.ring_share, "pending": n.pending,
-                            "node_id": n.node_id, "reached_at": n.reached_at,
-                            "quarantined": n.quarantined, "indexed_percent": n.indexed_percent,
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({ "epoch": s.epoch, "replicas": s.replicas, "vnodes": s.vnodes,
-                            "change_in_progress": s.change_in_progress, "nodes": nodes })
-                );
+            if json {
+                print_status_json(&s);
             } else {
-                println!(
-                    "Epoch {}, {} replicas, {} virtual nodes{}",
-                    s.epoch,
-                    s.replicas,
-                    s.vnodes,
-                    if s.change_in_progress {
-                        ", change in progress"
-                    } else {
-                        ""
-                    }
-                );
-                println!(
-                    "{:<24} {:>6} {:>7} {:>11} {:>11} {:>7}",
-                    "NODE", "WEIGHT", "HEALTH", "FILES", "SIZE", "SHARE"
-                );
-                for n in &s.nodes {
-                    println!(
-                        "{:<24} {:>6.2} {:>7} {:>11} {:>11} {:>6.1}%{}",
-                        n.address,
-                        n.weight,
-                        n.health,
-                        HumanCount(n.file_count).to_string(),
-                        HumanBytes(n.total_bytes).to_string(),
-                        n.ring_share * 100.0,
-                        if n.pending { " (pending)" } else { "" }
-                    );
-                    if !n.reached_at.is_empty() {
-                        println!("    reached at {}", n.reached_at);
-                    }
-                    if n.quarantined > 0 {
-                        println!(
-                            "    {} bad copies quarantined (repair restores them from good ones)",
-                            n.quarantined
-                        );
-                    }
-                    if n.indexed_percent < 100.0 {
-                        println!("    indexing {:.0}%", n.indexed_percent);
-                    }
-                    if n.health != "up" && n.health_since_ms > 0 {
-                        let now_ms = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_millis() as i64)
-                            .unwrap_or(0);
-                        println!(
-                            "    {} for {:.1} s",
-                            n.health,
-                            (now_ms - n.health_since_ms).max(0) as f64 / 1000.0
-                        );
-                    }
-                    if !n.last_error.is_empty() {
-                        println!("    last error: {}", n.last_error);
-                    }
-                }
+                print_status_text(&s);
             }
+            Ok(())
         }
-        Command::Verify { .. } => {
-            let v = client.verify().await?;
-            // Counted by kind: missing, corrupt, surplus (extra), lost,
-            // conflict, orphan, unchecked.
-            let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
-            for p in &v.problems {
-                *by_kind.entry(p.kind.as_str()).or_default() += 1;
-            }
-            if cli.json {
-                let problems: Vec<_> = v
-                    .problems
-                    .iter()
-                    .map(|p| json!({ "key": p.key, "kind": p.kind, "node": p.node, "detail": p.detail }))
-                    .collect();
-                println!(
-                    "{}",
-                    json!({ "files_checked": v.files_checked, "counts": by_kind, "problems": problems })
-                );
-            } else {
-                println!("Files checked: {}", v.files_checked);
-                if v.problems.is_empty() {
-                    println!("Every file belongs to its video and is on exactly its owners.");
-                } else {
-                    let counts: Vec<String> =
-                        by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
-                    println!("Problems: {} ({})", v.problems.len(), counts.join(", "));
-                    for p in &v.problems {
-                        println!("  {:<8} {} on {} {}", p.kind, p.key, p.node, p.detail);
-                    }
-                }
-            }
-            if !v.problems.is_empty() {
-                return Err(tritontube_core::Error::Refused {
-                    reason: format!("verify found {} problems (run repair)", v.problems.len()),
-                });
-            }
+        Command::Verify { .. } => verify(&client, json).await,
+    }
+}
+
+/// `list`: the nodes in ring order (the course project's lines).
+async fn list(client: &AdminClient, json: bool) -> tritontube_core::Result<()> {
+    let nodes = client.list().await?;
+    if json {
+        println!("{}", json!({ "nodes": nodes }));
+    } else {
+        println!("Storage cluster nodes:");
+        for n in nodes {
+            println!("  - {n}");
         }
     }
     Ok(())
 }
 
+/// What `add` or `remove` did (`verb`: "added" or "removed"), in the
+/// course project's lines.
+fn print_change(json: bool, verb: &str, node: &str, out: ChangeOutcome) {
+    if json {
+        println!(
+            "{}",
+            json!({ verb: node, "migrated_file_count": out.migrated })
+        );
+    } else {
+        println!("Successfully {verb} node: {node}");
+        println!("Number of files migrated: {}", out.migrated);
+    }
+}
+
+/// `weight`'s result.
+fn print_weight(json: bool, node: &str, weight: f64, out: ChangeOutcome) {
+    if json {
+        println!(
+            "{}",
+            json!({ "node": node, "weight": weight, "migrated_file_count": out.migrated })
+        );
+    } else {
+        println!("Successfully set weight of {node} to {weight}");
+        println!("Number of files migrated: {}", out.migrated);
+    }
+}
+
+/// `move`: a member reached at a new address; nothing is copied.
+async fn move_node(
+    client: &AdminClient,
+    json: bool,
+    node: &str,
+    new_address: &str,
+) -> tritontube_core::Result<()> {
+    client.move_node(node, new_address).await?;
+    if json {
+        println!("{}", json!({ "node": node, "reached_at": new_address }));
+    } else {
+        println!("Successfully moved node: {node} is now reached at {new_address}");
+        println!("Number of files migrated: 0");
+    }
+    Ok(())
+}
+
+/// `repair`'s result.
+fn print_repair(json: bool, out: &RepairOutcome) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "copies_made": out.copies_made,
+                "orphans_removed": out.orphans_removed,
+                "orphans_kept": out.orphans_kept,
+                "orphans_skipped": out.orphans_skipped,
+            })
+        );
+        return;
+    }
+    println!("Repair finished; file copies made: {}", out.copies_made);
+    println!("Orphans removed: {}", out.orphans_removed);
+    if out.orphans_kept > 0 {
+        println!(
+            "Orphans kept (their video was recorded during the grace period): {}",
+            out.orphans_kept
+        );
+    }
+    if out.orphans_skipped > 0 {
+        println!(
+            "Files skipped (video record unreadable, or a copy not deleted; see the web server's log): {}",
+            out.orphans_skipped
+        );
+    }
+}
+
+/// `status --json`: raw numbers.
+fn print_status_json(s: &StatusReport) {
+    let nodes: Vec<_> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "address": n.address, "weight": n.weight, "health": n.health,
+                "last_error": n.last_error, "health_since_ms": n.health_since_ms,
+                "file_count": n.file_count,
+                "total_bytes": n.total_bytes, "ring_share": n.ring_share, "pending": n.pending,
+                "node_id": n.node_id, "reached_at": n.reached_at,
+                "quarantined": n.quarantined, "indexed_percent": n.indexed_percent,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({ "epoch": s.epoch, "replicas": s.replicas, "vnodes": s.vnodes,
+                "change_in_progress": s.change_in_progress, "nodes": nodes })
+    );
+}
+
+/// `status`: a table of the nodes, with notes under each.
+fn print_status_text(s: &StatusReport) {
+    println!(
+        "Epoch {}, {} replicas, {} virtual nodes{}",
+        s.epoch,
+        s.replicas,
+        s.vnodes,
+        if s.change_in_progress {
+            ", change in progress"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<24} {:>6} {:>7} {:>11} {:>11} {:>7}",
+        "NODE", "WEIGHT", "HEALTH", "FILES", "SIZE", "SHARE"
+    );
+    for n in &s.nodes {
+        println!(
+            "{:<24} {:>6.2} {:>7} {:>11} {:>11} {:>6.1}%{}",
+            n.address,
+            n.weight,
+            n.health,
+            HumanCount(n.file_count).to_string(),
+            HumanBytes(n.total_bytes).to_string(),
+            n.ring_share * 100.0,
+            if n.pending { " (pending)" } else { "" }
+        );
+        print_node_notes(n);
+    }
+}
+
+/// The lines under a node in `status`: where it is reached, quarantined
+/// copies, indexing, how long it has been down, its last error.
+fn print_node_notes(n: &NodeStatus) {
+    if !n.reached_at.is_empty() {
+        println!("    reached at {}", n.reached_at);
+    }
+    if n.quarantined > 0 {
+        println!(
+            "    {} bad copies quarantined (repair restores them from good ones)",
+            n.quarantined
+        );
+    }
+    if n.indexed_percent < 100.0 {
+        println!("    indexing {:.0}%", n.indexed_percent);
+    }
+    if n.health != "up" && n.health_since_ms > 0 {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        println!(
+            "    {} for {:.1} s",
+            n.health,
+            (now_ms - n.health_since_ms).max(0) as f64 / 1000.0
+        );
+    }
+    if !n.last_error.is_empty() {
+        println!("    last error: {}", n.last_error);
+    }
+}
+
+/// `verify`: problems counted by kind (missing, corrupt, surplus, lost,
+/// conflict, orphan, unchecked) and listed; an error if there are any.
+async fn verify(client: &AdminClient, json: bool) -> tritontube_core::Result<()> {
+    let v = client.verify().await?;
+    let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
+    for p in &v.problems {
+        *by_kind.entry(p.kind.as_str()).or_default() += 1;
+    }
+    if json {
+        let problems: Vec<_> = v
+            .problems
+            .iter()
+            .map(|p| json!({ "key": p.key, "kind": p.kind, "node": p.node, "detail": p.detail }))
+            .collect();
+        println!(
+            "{}",
+            json!({ "files_checked": v.files_checked, "counts": by_kind, "problems": problems })
+        );
+    } else {
+        println!("Files checked: {}", v.files_checked);
+        if v.problems.is_empty() {
+            println!("Every file belongs to its video and is on exactly its owners.");
+        } else {
+            let counts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            println!("Problems: {} ({})", v.problems.len(), counts.join(", "));
+            for p in &v.problems {
+                println!("  {:<8} {} on {} {}", p.kind, p.key, p.node, p.detail);
+            }
+        }
+    }
+    if v.problems.is_empty() {
+        return Ok(());
+    }
+    Err(tritontube_core::Error::Refused {
+        reason: format!("verify found {} problems (run repair)", v.problems.len()),
+    })
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tritontube_core::shutdown::init_logging_at(cli.log_format, "warn");
-    match run(cli).await {
+    let loaded = tritontube_core::config::load_or_exit::<Cli>();
+    tritontube_core::shutdown::init_logging_at(loaded.args.log_format, "warn");
+    loaded.log_warnings();
+    match run(loaded.args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e}");

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tritontube_core::ContentKey;
 use tritontube_core::cluster::{HealConfig, HealthConfig};
+use tritontube_core::config::{ContentConfig, MetadataConfig};
 use tritontube_core::server::WebOptions;
 use tritontube_core::store::{ContentStoreExt, LocalContentStore, LocalOptions};
 use tritontube_core::testing::free_port;
@@ -41,12 +42,12 @@ async fn admin(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-fn options(dir: &Path, port: u16, content: Option<(String, String)>) -> WebOptions {
+fn options(dir: &Path, port: u16, content: Option<ContentConfig>) -> WebOptions {
     WebOptions {
         host: "127.0.0.1".into(),
         port,
-        metadata: None,
-        content,
+        metadata: MetadataConfig::embedded(dir),
+        content: content.unwrap_or_else(|| ContentConfig::embedded(dir)),
         data_dir: dir.to_path_buf(),
         replicas: 1,
         vnodes: 16,
@@ -101,7 +102,7 @@ async fn cluster(dir: &Path, stop: &CancellationToken) -> Cluster {
     let opts = options(
         &dir.join("web"),
         http,
-        Some(("nw".into(), format!("127.0.0.1:{admin},{node}"))),
+        Some(ContentConfig::from_parts("nw", &format!("127.0.0.1:{admin},{node}")).unwrap()),
     );
     tokio::spawn(tritontube_core::server::run(opts, stop.clone()));
     let c = Cluster {
@@ -261,4 +262,135 @@ async fn unreachable_and_malformed_addresses_say_what_to_check() {
             );
         }
     }
+}
+
+/// Runs the admin binary with exactly `args` and `env` (no token added).
+async fn admin_bare(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> (Option<i32>, Run) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tritontube-admin"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TRITONTUBE_ADMIN_TOKEN")
+        .env_remove("TRITONTUBE_ADMIN_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let run = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (out.status.code(), run)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_file_gives_the_token_file_and_json_and_flags_win_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let c = cluster(dir.path(), &stop).await;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let config = dir.path().join("admin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "token-file = {:?}\njson = true\n",
+            token_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    // By flag, and by environment variable.
+    let by_flag = ["--config", config.to_str().unwrap(), "list", &c.admin];
+    for (args, env) in [
+        (&by_flag[..], &[][..]),
+        (
+            &["list", &c.admin][..],
+            &[("TRITONTUBE_ADMIN_CONFIG", config.as_path())][..],
+        ),
+    ] {
+        let (_, r) = admin_bare(dir.path(), args, env).await;
+        assert!(r.ok, "{args:?}: {}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["nodes"][0], c.node.as_str(), "{v}");
+    }
+    // A wrong token on the command line wins over the file's token file.
+    let (_, r) = admin_bare(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--token",
+            "wrong",
+            "add",
+            &c.admin,
+            "127.0.0.1:1",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!r.ok);
+    assert!(r.stderr.to_lowercase().contains("token"), "{}", r.stderr);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_config_file_is_refused_before_anything_is_contacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("admin.toml");
+    // Nothing listens on the server address: the error must be the file's.
+    let nobody = format!("127.0.0.1:{}", free_port());
+    for (text, says) in [
+        (
+            "tokn-file = \"t\"\n",
+            "unknown key `tokn-file` (did you mean `token-file`?)",
+        ),
+        (
+            "json = \"yes\"\n",
+            "`json` must be a boolean (true or false), not a string",
+        ),
+        (
+            "log-format = \"xml\"\n",
+            "`log-format` = \"xml\" is not valid",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let (code, r) = admin_bare(
+            dir.path(),
+            &["--config", config.to_str().unwrap(), "list", &nobody],
+            &[],
+        )
+        .await;
+        assert_eq!(code, Some(2), "{text}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{text}: {}", r.stderr);
+        assert!(r.stderr.contains("admin.toml"), "{}", r.stderr);
+        assert!(!r.stderr.contains("nothing listens"), "{}", r.stderr);
+    }
+    let (code, r) = admin_bare(
+        dir.path(),
+        &["--config", "missing.toml", "list", &nobody],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(
+        r.stderr.contains("missing.toml: cannot read it"),
+        "{}",
+        r.stderr
+    );
+    // The example shipped in deploy/ is a valid file for this tool: what
+    // fails is reading the token file it names, not the file itself.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tritontube-admin.toml");
+    let (code, r) = admin_bare(
+        dir.path(),
+        &["--config", example.to_str().unwrap(), "list", &nobody],
+        &[],
+    )
+    .await;
+    assert_ne!(code, Some(0));
+    assert!(!r.stderr.contains("config file"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("/etc/tritontube/admin-token"),
+        "{}",
+        r.stderr
+    );
 }

@@ -22,6 +22,8 @@
 //! - [`metadata`]: the [`metadata::MetadataStore`] trait (videos, cluster
 //!   state, admin lock) on SQLite or etcd.
 //! - [`proto`]: the gRPC protocols (storage node, admin).
+//! - [`config`]: the binaries' command lines and TOML config files, and the
+//!   typed store choices ([`config::MetadataConfig`], [`config::ContentConfig`]).
 //!
 //! The three binaries (`tritontube-web`, `tritontube-node`,
 //! `tritontube-admin`) only parse flags and call into this crate.
@@ -36,6 +38,8 @@ pub mod ring;
 pub mod admin;
 #[cfg(feature = "runtime")]
 pub mod cluster;
+#[cfg(feature = "runtime")]
+pub mod config;
 #[cfg(feature = "runtime")]
 pub mod ingest;
 #[cfg(feature = "runtime")]

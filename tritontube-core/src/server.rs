@@ -1,17 +1,20 @@
-//! Assembling a web server from its command-line choices: metadata store,
-//! content store (a local directory, or a cluster of storage nodes with the
-//! admin service and migration engine), ingest, and the HTTP site.
+//! Assembling a web server from its options: metadata store, content store
+//! (a local directory, or a cluster of storage nodes with the admin service
+//! and migration engine), ingest, and the HTTP site.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{
     ClusterManager, HealConfig, HealthConfig, HealthTracker, ManagerConfig, run_healer,
 };
 use crate::cluster::{NetworkContentStore, Placement};
+use crate::config::{ContentConfig, MetadataConfig, WebArgs};
 use crate::error::{Error, Result};
 use crate::id::NodeAddr;
 use crate::ingest::{Ingest, IngestConfig};
@@ -27,13 +30,14 @@ pub struct WebOptions {
     pub host: String,
     /// HTTP port.
     pub port: u16,
-    /// `("sqlite", path)` or `("etcd", endpoints)`; `None` = SQLite under
-    /// `data_dir`.
-    pub metadata: Option<(String, String)>,
-    /// `("fs", dir)` or `("nw", "adminAddr,node,node...")`; `None` = a
-    /// directory under `data_dir`.
-    pub content: Option<(String, String)>,
-    /// Where the embedded default keeps its files.
+    /// The metadata store ([`MetadataConfig::embedded`]: SQLite in
+    /// `data_dir`).
+    pub metadata: MetadataConfig,
+    /// The content store ([`ContentConfig::embedded`]: a directory in
+    /// `data_dir`).
+    pub content: ContentConfig,
+    /// Where this server keeps its admin token (unless given), its server
+    /// id and its upload spool; the embedded default stores live here too.
     pub data_dir: PathBuf,
     /// Copies of every file (network content).
     pub replicas: u32,
@@ -59,182 +63,78 @@ pub struct WebOptions {
     pub limits: web::ServeLimits,
     /// How long an upload job's lease lasts: how soon another web server
     /// (or this one, restarted) takes over the work of one that stopped.
-    pub job_lease: std::time::Duration,
+    pub job_lease: Duration,
 }
+
+impl WebOptions {
+    /// The options a `tritontube-web` command line (merged with its config
+    /// file) asks for. `embedded` is the dash.js built into the binary,
+    /// served unless `--assets` names a directory.
+    pub fn from_args(args: WebArgs, embedded: web::Assets) -> Result<WebOptions> {
+        let (metadata, content) = args.stores()?;
+        let admin_token = args.admin_token()?;
+        let assets = args.assets.unwrap_or(embedded);
+        Ok(WebOptions {
+            host: args.host,
+            port: args.port,
+            metadata,
+            content,
+            data_dir: args.data_dir,
+            replicas: args.replicas,
+            vnodes: args.vnodes,
+            max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
+            workers: args.workers as usize,
+            admin_token,
+            assets,
+            health: HealthConfig {
+                interval: args.health_interval,
+                timeout: args.health_timeout,
+                ..HealthConfig::default()
+            },
+            cache: web::cache::CacheConfig {
+                capacity_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+                ..web::cache::CacheConfig::default()
+            },
+            heal: HealConfig {
+                rereplicate_after: (!args.no_rereplicate).then_some(args.rereplicate_after),
+                ..HealConfig::default()
+            },
+            limits: web::ServeLimits {
+                header_timeout: args.header_timeout_secs,
+                idle_timeout: args.idle_timeout_secs,
+                max_connections: args.max_connections as usize,
+                max_uploads: args.max_uploads as usize,
+                max_uploads_per_client: args.max_uploads_per_client as usize,
+            },
+            job_lease: args.job_lease_secs,
+        })
+    }
+}
+
+/// Background work of the server, awaited (briefly) on shutdown.
+type Tasks = Vec<JoinHandle<()>>;
 
 /// Runs the web server (and, with network content, the admin service) until
 /// `shutdown` is cancelled.
 pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
-    let meta: Arc<dyn MetadataStore> = match &opts.metadata {
-        Some((kind, option)) => metadata::open(kind, option).await?,
-        None => {
-            std::fs::create_dir_all(&opts.data_dir).map_err(|e| Error::io(&opts.data_dir, e))?;
-            metadata::open(
-                "sqlite",
-                &opts.data_dir.join("metadata.db").display().to_string(),
-            )
-            .await?
-        }
-    };
-    // The secret for the admin services and destructive HTTP actions: as
-    // given (flag, environment or file), else kept in the data directory,
-    // made on first start.
-    let admin_token: Arc<str> = match &opts.admin_token {
-        Some(t) => Arc::from(t.as_str()),
-        None => {
-            let path = opts.data_dir.join("admin-token");
-            let t = crate::admin::load_or_create_token(&path)?;
-            tracing::info!(path = %path.display(), "admin token (give it to tritontube-admin with --token-file)");
-            Arc::from(t)
-        }
-    };
-    // This server's id: its name in job leases and in acknowledgements of
-    // the cluster state. Kept in the data directory, so a restarted server
-    // is the same server and takes its own unfinished work over at once.
-    let server_id = crate::admin::load_or_create_token(&opts.data_dir.join("server-id"))?;
-    let server_id = format!("web-{}", &server_id[..server_id.len().min(16)]);
-    let mut tasks = Vec::new();
-    let mut health = None;
-    let mut cluster = None;
-    let content: Arc<dyn ContentStore> = match &opts.content {
-        None => Arc::new(LocalContentStore::new(opts.data_dir.join("content"))?),
-        Some((kind, option)) if kind == "fs" => Arc::new(LocalContentStore::new(option)?),
-        Some((kind, option)) if kind == "nw" => {
-            let mut parts = option.split(',').map(str::trim).filter(|s| !s.is_empty());
-            let admin_addr = parts
-                .next()
-                .ok_or_else(|| {
-                    Error::invalid("nw option", option, "expected \"adminAddr,node,node...\"")
-                })?
-                .to_string();
-            let nodes: Vec<NodeEntry> = parts
-                .map(|a| {
-                    NodeAddr::new(a).map(|addr| NodeEntry {
-                        addr,
-                        weight: 1.0,
-                        id: String::new(),
-                        reach: None,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let tracker = Arc::new(HealthTracker::new(opts.health.clone()));
-            let network = Arc::new(NetworkContentStore::new(
-                Placement {
-                    current: crate::ring::TokenRing::new(opts.vnodes),
-                    pending: None,
-                    replicas: opts.replicas as usize,
-                    epoch: 0,
-                    reach: Default::default(),
-                },
-                NodeClientConfig::default(),
-                tracker.clone(),
-            ));
-            let manager = ClusterManager::new(
-                meta.clone(),
-                network.clone(),
-                ManagerConfig {
-                    holder: server_id.clone(),
-                    ..ManagerConfig::default()
-                },
-            )
-            .with_health_tracker(tracker.clone());
-            let state = manager
-                .bootstrap(&nodes, opts.replicas, opts.vnodes)
-                .await?;
-            tracing::info!(
-                nodes = state.nodes.len(),
-                replicas = state.replicas,
-                vnodes = state.vnodes,
-                epoch = state.epoch,
-                "cluster state"
-            );
-            // Finish or roll back a ring change a crash interrupted.
-            {
-                let m = manager.clone();
-                tasks.push(tokio::spawn(async move {
-                    match m.recover().await {
-                        Ok(true) => tracing::info!("interrupted ring change recovered"),
-                        Ok(false) => {}
-                        Err(e) => tracing::error!(error = %e, "recovering an interrupted ring change failed"),
-                    }
-                    // Files stored before checksums were recorded get theirs
-                    // now, once, wherever all their copies agree.
-                    match m.record_unrecorded().await {
-                        Ok(Some(n)) => tracing::info!(files = n, "checksums recorded for files stored before records existed"),
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, "recording older files' checksums failed; the next start retries"),
-                    }
-                }));
-            }
-            // Follow ring changes made through other web servers.
-            {
-                let m = manager.clone();
-                let s = shutdown.clone();
-                tasks.push(tokio::spawn(
-                    async move { m.follow(s.cancelled_owned()).await },
-                ));
-            }
-            // Health checks of every member.
-            {
-                let n = network.clone();
-                let s = shutdown.clone();
-                let t = tracker.clone();
-                tasks.push(tokio::spawn(async move {
-                    let members = n.clone();
-                    t.run(
-                        n,
-                        move || members.placement().all_nodes(),
-                        s.cancelled_owned(),
-                    )
-                    .await
-                }));
-            }
-            // Hand copies back when nodes return; re-replicate around nodes
-            // down too long.
-            {
-                let (m, t, c, s) = (
-                    manager.clone(),
-                    tracker.clone(),
-                    opts.heal.clone(),
-                    shutdown.clone(),
-                );
-                tasks.push(tokio::spawn(async move {
-                    run_healer(m, t, c, s.cancelled_owned()).await
-                }));
-            }
-            let listener = tokio::net::TcpListener::bind(&admin_addr)
-                .await
-                .map_err(|e| Error::io(format!("admin address {admin_addr}"), e))?;
-            tracing::info!(addr = %admin_addr, "admin service listening");
-            let access = crate::admin::AdminAccess::for_listener(
-                admin_token.to_string(),
-                listener
-                    .local_addr()
-                    .map_err(|e| Error::io(format!("admin address {admin_addr}"), e))?,
-            );
-            if !access.course_open {
-                tracing::info!(
-                    "the admin service is not on loopback: both admin protocols need the token"
-                );
-            }
-            let s = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) =
-                    crate::admin::serve(listener, manager, access, s.cancelled_owned()).await
-                {
-                    tracing::error!(error = %e, "admin service failed");
-                }
-            }));
-            health = Some(tracker);
-            cluster = Some(network.clone());
-            network
-        }
-        Some((kind, _)) => {
-            return Err(Error::invalid(
-                "content kind",
-                kind.clone(),
-                "expected `fs <dir>` or `nw \"adminAddr,node,...\"`",
-            ));
+    std::fs::create_dir_all(&opts.data_dir).map_err(|e| Error::io(&opts.data_dir, e))?;
+    let meta = metadata::open(opts.metadata.kind(), &opts.metadata.option()).await?;
+    let admin_token = admin_token(&opts)?;
+    let server_id = server_id(&opts)?;
+    let mut tasks = Tasks::new();
+    let (content, health, network): (Arc<dyn ContentStore>, _, _) = match &opts.content {
+        ContentConfig::Local { dir } => (Arc::new(LocalContentStore::new(dir)?), None, None),
+        ContentConfig::Network { admin, nodes } => {
+            let cluster = Cluster {
+                opts: &opts,
+                meta: meta.clone(),
+                server_id: &server_id,
+                shutdown: &shutdown,
+            };
+            let (network, tracker, manager) = cluster.open(nodes).await?;
+            tasks.extend(cluster.background(&manager, &network, &tracker));
+            tasks.push(serve_admin(admin, manager, &admin_token, &shutdown).await?);
+            (network.clone(), Some(tracker), Some(network))
         }
     };
     let ingest = Ingest::start(
@@ -244,7 +144,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
             max_upload_bytes: opts.max_upload_bytes,
             workers: opts.workers.max(1),
             data_dir: Some(opts.data_dir.join("ingest")),
-            server_id: Some(server_id.clone()),
+            server_id: Some(server_id),
             lease: opts.job_lease,
             ..IngestConfig::default()
         },
@@ -256,11 +156,181 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         metrics: Default::default(),
         assets: Arc::new(opts.assets.clone()),
         health,
-        network: cluster,
+        network,
         cache: Arc::new(web::cache::ContentCache::new(opts.cache.clone())),
         admin_token: Some(admin_token),
         uploads: Default::default(),
     };
+    serve_http(&opts, app, &shutdown).await?;
+    shutdown.cancel();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}
+
+/// The secret for the admin services and destructive HTTP actions: as
+/// given (flag, environment or file), else kept in the data directory,
+/// made on first start.
+fn admin_token(opts: &WebOptions) -> Result<Arc<str>> {
+    if let Some(t) = &opts.admin_token {
+        return Ok(Arc::from(t.as_str()));
+    }
+    let path = opts.data_dir.join("admin-token");
+    let t = crate::admin::load_or_create_token(&path)?;
+    tracing::info!(path = %path.display(), "admin token (give it to tritontube-admin with --token-file)");
+    Ok(Arc::from(t))
+}
+
+/// This server's id: its name in job leases and in acknowledgements of
+/// the cluster state. Kept in the data directory, so a restarted server
+/// is the same server and takes its own unfinished work over at once.
+fn server_id(opts: &WebOptions) -> Result<String> {
+    let id = crate::admin::load_or_create_token(&opts.data_dir.join("server-id"))?;
+    Ok(format!("web-{}", &id[..id.len().min(16)]))
+}
+
+/// What starting network content needs.
+struct Cluster<'a> {
+    opts: &'a WebOptions,
+    meta: Arc<dyn MetadataStore>,
+    server_id: &'a str,
+    shutdown: &'a CancellationToken,
+}
+
+impl Cluster<'_> {
+    /// The network store over the cluster state in the metadata store
+    /// (created from `nodes` if there is none yet), its failure detector,
+    /// and the manager of ring changes.
+    async fn open(
+        &self,
+        nodes: &[NodeAddr],
+    ) -> Result<(Arc<NetworkContentStore>, Arc<HealthTracker>, ClusterManager)> {
+        let opts = self.opts;
+        let nodes: Vec<NodeEntry> = nodes
+            .iter()
+            .map(|addr| NodeEntry {
+                addr: addr.clone(),
+                weight: 1.0,
+                id: String::new(),
+                reach: None,
+            })
+            .collect();
+        let tracker = Arc::new(HealthTracker::new(opts.health.clone()));
+        let network = Arc::new(NetworkContentStore::new(
+            Placement {
+                current: crate::ring::TokenRing::new(opts.vnodes),
+                pending: None,
+                replicas: opts.replicas as usize,
+                epoch: 0,
+                reach: Default::default(),
+            },
+            NodeClientConfig::default(),
+            tracker.clone(),
+        ));
+        let manager = ClusterManager::new(
+            self.meta.clone(),
+            network.clone(),
+            ManagerConfig {
+                holder: self.server_id.to_string(),
+                ..ManagerConfig::default()
+            },
+        )
+        .with_health_tracker(tracker.clone());
+        let state = manager
+            .bootstrap(&nodes, opts.replicas, opts.vnodes)
+            .await?;
+        tracing::info!(
+            nodes = state.nodes.len(),
+            replicas = state.replicas,
+            vnodes = state.vnodes,
+            epoch = state.epoch,
+            "cluster state"
+        );
+        Ok((network, tracker, manager))
+    }
+
+    /// The cluster's background work: recovery of an interrupted ring
+    /// change, following changes made elsewhere, health checks, healing.
+    fn background(
+        &self,
+        manager: &ClusterManager,
+        network: &Arc<NetworkContentStore>,
+        tracker: &Arc<HealthTracker>,
+    ) -> Tasks {
+        let stop = || self.shutdown.clone().cancelled_owned();
+        let m = manager.clone();
+        let recover = tokio::spawn(async move {
+            // Finish or roll back a ring change a crash interrupted.
+            match m.recover().await {
+                Ok(true) => tracing::info!("interrupted ring change recovered"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "recovering an interrupted ring change failed")
+                }
+            }
+            // Files stored before checksums were recorded get theirs now,
+            // once, wherever all their copies agree.
+            match m.record_unrecorded().await {
+                Ok(Some(n)) => tracing::info!(
+                    files = n,
+                    "checksums recorded for files stored before records existed"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording older files' checksums failed; the next start retries")
+                }
+            }
+        });
+        // Follow ring changes made through other web servers.
+        let (m, s) = (manager.clone(), stop());
+        let follow = tokio::spawn(async move { m.follow(s).await });
+        // Health checks of every member.
+        let (n, members) = (network.clone(), network.clone());
+        let health = tokio::spawn(tracker.clone().run(
+            n,
+            move || members.placement().all_nodes(),
+            stop(),
+        ));
+        // Hand copies back when nodes return; re-replicate around nodes
+        // down too long.
+        let heal = tokio::spawn(run_healer(
+            manager.clone(),
+            tracker.clone(),
+            self.opts.heal.clone(),
+            stop(),
+        ));
+        vec![recover, follow, health, heal]
+    }
+}
+
+/// Binds the admin service's address and serves it in the background.
+async fn serve_admin(
+    addr: &NodeAddr,
+    manager: ClusterManager,
+    admin_token: &str,
+    shutdown: &CancellationToken,
+) -> Result<JoinHandle<()>> {
+    let context = || format!("admin address {addr}");
+    let listener = tokio::net::TcpListener::bind(addr.as_str())
+        .await
+        .map_err(|e| Error::io(context(), e))?;
+    tracing::info!(addr = %addr, "admin service listening");
+    let local = listener.local_addr().map_err(|e| Error::io(context(), e))?;
+    let access = crate::admin::AdminAccess::for_listener(admin_token.to_string(), local);
+    if !access.course_open {
+        tracing::info!("the admin service is not on loopback: both admin protocols need the token");
+    }
+    let stop = shutdown.clone().cancelled_owned();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::admin::serve(listener, manager, access, stop).await {
+            tracing::error!(error = %e, "admin service failed");
+        }
+    }))
+}
+
+/// Binds the HTTP address and serves the site until `shutdown`.
+async fn serve_http(opts: &WebOptions, app: App, shutdown: &CancellationToken) -> Result<()> {
     let addr = format!("{}:{}", opts.host, opts.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -274,9 +344,5 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         shutdown.clone().cancelled_owned(),
     )
     .await;
-    shutdown.cancel();
-    for t in tasks {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
-    }
     Ok(())
 }

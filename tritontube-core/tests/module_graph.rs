@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["cluster"],
     &["ingest"],
     &["admin", "web"],
+    &["config"],
     &["server"],
 ];
 
