@@ -1,6 +1,8 @@
 //! The files the site serves besides videos: dash.js (the player, from the
-//! npm package `dashjs` pinned by `package-lock.json`) with its licence, and
-//! the favicon.
+//! npm package `dashjs` pinned by `package-lock.json`) with its licence, the
+//! favicon, and the site's own style sheet and scripts ([`SITE_FILES`],
+//! from `tritontube-core/static/`, always built in: pages carry no inline
+//! script or style, so the Content-Security-Policy can forbid both).
 //!
 //! `tritontube-web` builds dash.js into its binary ([`Assets::embedded`]), so
 //! the binary alone serves a working player, wherever it is started;
@@ -31,8 +33,31 @@ pub const DASH_JS_MAP: &str = "dash.all.min.js.map";
 /// holding `node_modules`.
 pub const DASH_JS_PACKAGE_DIR: &str = "node_modules/dashjs/dist/modern/umd";
 
+/// The site's own files under `/static/`: name, type, bytes.
+pub const SITE_FILES: [(&str, &str, &[u8]); 3] = [
+    (
+        "site.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../static/site.css"),
+    ),
+    (
+        "home.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/home.js"),
+    ),
+    (
+        "watch.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/watch.js"),
+    ),
+];
+
 const FAVICON_ICO: &[u8] = include_bytes!("../../assets/favicon.ico");
 const FAVICON_SVG: &[u8] = include_bytes!("../../assets/favicon.svg");
+
+/// The built-in files ([`Assets::without_player`]), for pages made where no
+/// [`Assets`] is at hand.
+pub static BUILT_IN: std::sync::LazyLock<Assets> = std::sync::LazyLock::new(Assets::without_player);
 
 /// How long an unversioned favicon may be used without asking again.
 const FAVICON_CACHE: &str = "public, max-age=86400";
@@ -111,6 +136,8 @@ pub struct Assets {
     dash_js_map: Option<Asset>,
     favicon_ico: Asset,
     favicon_svg: Asset,
+    /// [`SITE_FILES`], in that order.
+    site: Vec<(&'static str, Asset)>,
 }
 
 impl Default for Assets {
@@ -136,6 +163,12 @@ impl Assets {
                 "image/svg+xml",
                 FAVICON_CACHE,
             ),
+            site: SITE_FILES
+                .iter()
+                .map(|(name, ty, body)| {
+                    (*name, Asset::new(Bytes::from_static(body), ty, REVALIDATE))
+                })
+                .collect(),
         }
     }
 
@@ -211,6 +244,16 @@ impl Assets {
         }
     }
 
+    /// The URL pages load one of the [`SITE_FILES`] from, naming its
+    /// content so that it can be cached for good (`/static/<name>` if there
+    /// is no such file).
+    pub fn site_url(&self, name: &str) -> String {
+        match self.site.iter().find(|(n, _)| *n == name) {
+            Some((_, a)) => format!("/static/{name}?v={}", a.version()),
+            None => format!("/static/{name}"),
+        }
+    }
+
     /// The file served at `path` (`static/dash.all.min.js`, `favicon.ico`,
     /// ...; no leading slash), if any.
     pub fn get(&self, path: &str) -> Option<&Asset> {
@@ -218,7 +261,7 @@ impl Assets {
             Some(DASH_JS) => self.dash_js.as_ref(),
             Some(DASH_JS_LICENSE) => self.dash_js_license.as_ref(),
             Some(DASH_JS_MAP) => self.dash_js_map.as_ref(),
-            Some(_) => None,
+            Some(name) => self.site.iter().find(|(n, _)| *n == name).map(|(_, a)| a),
             None => match path {
                 "favicon.ico" => Some(&self.favicon_ico),
                 "favicon.svg" => Some(&self.favicon_svg),
@@ -263,6 +306,22 @@ mod tests {
         assert!(a.get("static/dash.all.min.js").is_none());
         assert!(a.get("static/../favicon.ico").is_none());
         assert!(a.get("favicon.png").is_none());
+    }
+
+    #[test]
+    fn the_site_files_are_built_in_and_named_by_their_content() {
+        let a = Assets::without_player();
+        for (name, ty, body) in SITE_FILES {
+            let f = a.get(&format!("static/{name}")).unwrap();
+            assert_eq!(f.body().as_ref(), body);
+            assert_eq!(f.content_type(), ty);
+            assert_eq!(
+                a.site_url(name),
+                format!("/static/{name}?v={}", f.version())
+            );
+        }
+        assert!(a.get("static/nope.js").is_none());
+        assert_eq!(a.site_url("nope.js"), "/static/nope.js");
     }
 
     #[test]
