@@ -51,6 +51,25 @@ struct UploadForm {
     file: Option<(String, StagedUpload)>,
 }
 
+/// Logs an upload whose request went away (its client left) before it was
+/// answered: until its record exists, nothing else would say so.
+struct Abandon {
+    /// The upload's id if typed, else its file name, once known.
+    label: String,
+    answered: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.answered {
+            tracing::warn!(
+                upload = %self.label,
+                "upload abandoned before it was answered (the client went away); nothing of it is kept unless it was already queued"
+            );
+        }
+    }
+}
+
 /// `POST /upload`. `_slot` is this upload's place within the upload caps,
 /// held until it is done; `length` is the announced body size.
 pub async fn upload(
@@ -58,7 +77,25 @@ pub async fn upload(
     app: App,
     length: Option<u64>,
     accept: Option<String>,
+    form: warp::multipart::FormData,
+) -> Result<warp::reply::Response, Rejection> {
+    let mut abandon = Abandon {
+        label: String::new(),
+        answered: false,
+    };
+    let answer = receive(app, length, accept, form, &mut abandon.label).await;
+    abandon.answered = true;
+    answer
+}
+
+/// Reads the form, decides the id and hands the upload to the pipeline;
+/// `label` is kept naming the upload for [`Abandon`].
+async fn receive(
+    app: App,
+    length: Option<u64>,
+    accept: Option<String>,
     mut form: warp::multipart::FormData,
+    label: &mut String,
 ) -> Result<warp::reply::Response, Rejection> {
     let json = wants_json(accept.as_deref());
     let err = |e: Error| if json { json_err(e) } else { html_err(e) };
@@ -73,7 +110,7 @@ pub async fn upload(
             limit,
         }));
     }
-    let fields = read_form(&app, &mut form).await.map_err(err)?;
+    let fields = read_form(&app, &mut form, label).await.map_err(err)?;
     let Some((file_name, staged)) = fields.file else {
         return Err(err(Error::invalid(
             "upload",
@@ -119,7 +156,11 @@ pub async fn upload(
 /// Reads every field of `form`, staging the file. A typed id is checked
 /// before the file is read when it comes first (a bad or taken id is
 /// refused without reading the upload).
-async fn read_form(app: &App, form: &mut warp::multipart::FormData) -> Result<UploadForm, Error> {
+async fn read_form(
+    app: &App,
+    form: &mut warp::multipart::FormData,
+    label: &mut String,
+) -> Result<UploadForm, Error> {
     let mut fields = UploadForm::default();
     while let Some(part) = form.next().await {
         let part =
@@ -138,11 +179,14 @@ async fn read_form(app: &App, form: &mut warp::multipart::FormData) -> Result<Up
                         "the form has two `file` fields; upload one file at a time",
                     ));
                 }
+                let name = part.filename().unwrap_or("").to_string();
+                // Messages name the upload by its id when it is known.
+                *label = name.clone();
                 if let Some(id) = fields.id.as_deref().filter(|i| !i.is_empty()) {
                     refuse_taken(app, &VideoId::new(id)?).await?;
+                    *label = id.to_string();
                 }
-                let name = part.filename().unwrap_or("").to_string();
-                let staged = app.ingest.stage(&name, part.stream()).await?;
+                let staged = app.ingest.stage(label, part.stream()).await?;
                 fields.file = Some((name, staged));
             }
             // Unknown fields are read and ignored.
