@@ -89,6 +89,43 @@ fn upload_slot(
     })
 }
 
+/// The last route: rejects every request it sees with [`Unrouted`].
+fn unrouted() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path::full()
+        .and(warp::header::headers_cloned())
+        .and_then(
+            |path: warp::path::FullPath, headers: warp::http::HeaderMap| async move {
+                let accept = headers
+                    .get(warp::http::header::ACCEPT)
+                    .and_then(|a| a.to_str().ok());
+                let json = path.as_str().starts_with("/api/") || wants_json(accept);
+                let routed = routed(path.as_str());
+                Err::<warp::reply::Response, Rejection>(warp::reject::custom(Unrouted {
+                    json,
+                    routed,
+                }))
+            },
+        )
+}
+
+/// `/static/<file>`, `/favicon.ico` and `/favicon.svg`.
+fn assets_route(
+    app: App,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let asset_path = warp::path!("static" / String)
+        .map(|name: String| format!("static/{name}"))
+        .or(warp::path!("favicon.ico").map(|| "favicon.ico".to_string()))
+        .unify()
+        .or(warp::path!("favicon.svg").map(|| "favicon.svg".to_string()))
+        .unify();
+    asset_path
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::query::<handlers::AssetQuery>())
+        .and(warp::header::optional::<String>("if-none-match"))
+        .and(with_app(app))
+        .and_then(handlers::asset)
+}
+
 /// Every route of the site.
 pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let metrics = app.metrics.clone();
@@ -138,34 +175,8 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(warp::get())
         .and(with_app(app.clone()))
         .and_then(handlers::metrics);
-    let asset_path = warp::path!("static" / String)
-        .map(|name: String| format!("static/{name}"))
-        .or(warp::path!("favicon.ico").map(|| "favicon.ico".to_string()))
-        .unify()
-        .or(warp::path!("favicon.svg").map(|| "favicon.svg".to_string()))
-        .unify();
-    let assets = asset_path
-        .and(warp::get().or(warp::head()).unify())
-        .and(warp::query::<handlers::AssetQuery>())
-        .and(warp::header::optional::<String>("if-none-match"))
-        .and(with_app(app))
-        .and_then(handlers::asset);
-    let unrouted = warp::path::full()
-        .and(warp::header::headers_cloned())
-        .and_then(
-            |path: warp::path::FullPath, headers: warp::http::HeaderMap| async move {
-                let accept = headers
-                    .get(warp::http::header::ACCEPT)
-                    .and_then(|a| a.to_str().ok());
-                let json = path.as_str().starts_with("/api/") || wants_json(accept);
-                let routed = routed(path.as_str());
-                Err::<warp::reply::Response, Rejection>(warp::reject::custom(Unrouted {
-                    json,
-                    routed,
-                }))
-            },
-        );
-
+    let assets = assets_route(app);
+    let unrouted = unrouted();
     index
         .or(upload)
         .or(watch)
