@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tritontube_core::metadata::{
-    EtcdMetadataStore, FileRecord, MetadataStore, PageRequest, SqliteMetadataStore, Video,
-    conformance,
+    EtcdMetadataStore, FileRecord, MetadataStore, PageRequest, SearchRequest, SqliteMetadataStore,
+    Video, conformance,
 };
 use tritontube_core::ring::HashRange;
 use tritontube_core::store::Sha256Digest;
@@ -266,9 +266,12 @@ async fn a_version_1_database_is_upgraded_to_the_current_version() {
     let mut old = Video::new(VideoId::new("kept").unwrap(), "Kept");
     old.uploaded_at_ms = 1_700_000_000_000;
     old.state = tritontube_core::metadata::VideoState::Processing { progress: 40.0 };
+    // A record as written before descriptions existed.
+    let mut json = serde_json::to_value(&old).unwrap();
+    json.as_object_mut().unwrap().remove("description").unwrap();
     raw.execute(
         "INSERT INTO videos (id, uploaded_at_ms, record) VALUES ('kept', ?1, ?2)",
-        rusqlite::params![old.uploaded_at_ms, serde_json::to_string(&old).unwrap()],
+        rusqlite::params![old.uploaded_at_ms, json.to_string()],
     )
     .unwrap();
     drop(raw);
@@ -295,10 +298,19 @@ async fn a_version_1_database_is_upgraded_to_the_current_version() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     // Version 3 indexes the active videos, those already there included
     // (version 4 adds the web servers' acknowledgements of the ring).
     assert_eq!(store.list_active_videos(0).await.unwrap(), [old.clone()]);
+    // Version 5 indexes the titles of the videos already there for search.
+    let found = store
+        .search_videos(&SearchRequest {
+            query: "KEP".into(),
+            ..SearchRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.videos, [old.clone()]);
     // Reopening an upgraded file changes nothing.
     drop(store);
     let store = SqliteMetadataStore::open_read_only(&path).unwrap();

@@ -18,7 +18,11 @@ fn page_text(body: &[u8]) -> String {
         .replace("&#39;", "'")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
+        .replace("&#34;", "\"")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
         .replace("&amp;", "&")
+        .replace("&#38;", "&")
 }
 
 /// The admin token of the test site.
@@ -278,7 +282,7 @@ async fn upload_transcode_and_serve() {
     assert!(html.contains("/content/my-clip/manifest.mpd"));
     let list: serde_json::Value =
         serde_json::from_slice(get(&s.app, "/api/videos").await.body()).unwrap();
-    assert_eq!(list["videos"][0]["id"], "my-clip");
+    assert_eq!(list["items"][0]["id"], "my-clip");
     assert_eq!(get(&s.app, "/static/../../etc/passwd").await.status(), 404);
     let health = get(&s.app, "/healthz").await;
     assert_eq!(health.status(), 200);
@@ -392,7 +396,7 @@ async fn a_portrait_clip_gets_rungs_by_its_short_side() {
     // The watch page sizes the player by the top rung.
     let w = get(&s.app, "/videos/portrait").await;
     assert!(
-        String::from_utf8_lossy(w.body()).contains("--w:720;--h:1280"),
+        String::from_utf8_lossy(w.body()).contains("data-w=\"720\" data-h=\"1280\""),
         "{:?}",
         w.body()
     );

@@ -7,7 +7,11 @@
 //! 1. [`Ingest::receive`] creates the record of the id's next generation,
 //!    leased to this server, and streams the upload into the spool
 //!    (`<data-dir>/spool`, never into memory), refusing it past the size
-//!    limit. A request that dies leaves no record (and a log line).
+//!    limit. A request that dies leaves no record (and a log line). When
+//!    the id is known only once the file is in (a form whose fields follow
+//!    the file), [`Ingest::stage`] receives the file first, into
+//!    `<data-dir>/staged`, and [`Ingest::receive_staged`] then creates the
+//!    record, trying the candidate ids in turn.
 //! 2. ffprobe validates it ([`probe::probe`]): only a container format of
 //!    [`container::ACCEPTED_CONTAINERS`] is accepted, and it is opened with
 //!    its demuxer forced and the file protocol only, by ffprobe and by every
@@ -162,6 +166,9 @@ impl Drop for Registered {
 }
 
 /// How a [`Ingest::delete`] ended within the time it was given.
+// Short-lived values, made once per step: boxing the record would cost
+// more than the size it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Deletion {
     /// Every file is gone and so is the record: the id is free.
@@ -179,6 +186,8 @@ struct Inner {
     life: Lifecycle,
     spool: PathBuf,
     work: PathBuf,
+    /// Files of uploads whose id is not known yet ([`Ingest::stage`]).
+    staged: PathBuf,
     queue: tokio::sync::mpsc::Sender<Job>,
     depth: AtomicUsize,
     jobs: Mutex<HashMap<VideoId, Running>>,
@@ -216,11 +225,13 @@ impl Ingest {
         config: IngestConfig,
     ) -> Result<Self> {
         let (dir, temp) = data_dirs(&config)?;
-        let (spool, work) = (dir.join("spool"), dir.join("work"));
-        // Nothing of an earlier run is working here now: its transcodes died
-        // with it. The spool is sorted out by the first take-over pass.
+        let (spool, work, staged) = (dir.join("spool"), dir.join("work"), dir.join("staged"));
+        // Nothing of an earlier run is working here now: its transcodes and
+        // its uploads died with it. The spool is sorted out by the first
+        // take-over pass.
         let _ = std::fs::remove_dir_all(&work);
-        for d in [&spool, &work] {
+        let _ = std::fs::remove_dir_all(&staged);
+        for d in [&spool, &work, &staged] {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
         let server_id = config
@@ -236,6 +247,7 @@ impl Ingest {
                 config,
                 spool,
                 work,
+                staged,
                 queue: tx,
                 depth: AtomicUsize::new(0),
                 jobs: Mutex::new(HashMap::new()),
@@ -331,10 +343,26 @@ impl Ingest {
         B: bytes::Buf,
         E: std::fmt::Display,
     {
-        let life = &self.inner.life;
-        let video = life.new_upload(&id, title).await?;
-        let (registered, cancel) = self.register(&id, video.generation)?;
-        self.inner.meta.create_video(&video).await?;
+        let info = UploadInfo {
+            title: title.to_string(),
+            description: String::new(),
+        };
+        self.receive_with(id, &info, body).await
+    }
+
+    /// [`Ingest::receive`] with a description too.
+    pub async fn receive_with<S, B, E>(
+        &self,
+        id: VideoId,
+        info: &UploadInfo,
+        body: S,
+    ) -> Result<Video>
+    where
+        S: Stream<Item = std::result::Result<B, E>> + Send,
+        B: bytes::Buf,
+        E: std::fmt::Display,
+    {
+        let (video, registered, cancel) = self.create_record(&id, info).await?;
         let partial = self
             .inner
             .spool
@@ -343,32 +371,133 @@ impl Ingest {
         // (the client went away mid-body or while it was probed), the record
         // must not stay behind in "uploaded", blocking the id forever.
         let mut abandoned = Abandoned {
-            life: life.clone(),
+            life: self.inner.life.clone(),
             upload: Some((id.clone(), video.generation, partial.clone())),
         };
         let received = async {
-            self.receive_body(&id, &partial, body).await?;
+            self.receive_body(id.as_str(), &partial, body).await?;
             self.spool(&id, video.generation, &partial).await
         };
-        // A delete while the body is still on its way stops it here.
-        let received = tokio::select! {
+        let received = Self::unless_deleted(&id, &cancel, received).await;
+        abandoned.upload = None;
+        self.accept(&video, registered, cancel, &partial, received)
+            .await
+    }
+
+    /// Receives an upload's file from `body` before its id is known, into a
+    /// file of its own, refusing it past the size limit or empty; `name`
+    /// (the uploaded file's name) is for messages. Hand it to
+    /// [`Ingest::receive_staged`]; dropped, it is removed.
+    pub async fn stage<S, B, E>(&self, name: &str, body: S) -> Result<StagedUpload>
+    where
+        S: Stream<Item = std::result::Result<B, E>> + Send,
+        B: bytes::Buf,
+        E: std::fmt::Display,
+    {
+        let path = self
+            .inner
+            .staged
+            .join(format!("{:016x}.upload", rand_u64()));
+        // Removes the file whatever happens next, until it is handed on.
+        let staged = StagedUpload { path: Some(path) };
+        self.receive_body(name, staged.path(), body).await?;
+        Ok(staged)
+    }
+
+    /// Creates the record of a staged upload under the first of
+    /// `candidates` that no video has (a taken id is skipped; when all are,
+    /// the last refusal is returned), then validates the file and queues it
+    /// as [`Ingest::receive`] does. A refused upload leaves nothing.
+    pub async fn receive_staged(
+        &self,
+        candidates: impl IntoIterator<Item = VideoId>,
+        info: &UploadInfo,
+        mut staged: StagedUpload,
+    ) -> Result<Video> {
+        let mut taken = None;
+        for id in candidates {
+            let (video, registered, cancel) = match self.create_record(&id, info).await {
+                Ok(r) => r,
+                Err(e @ (Error::AlreadyExists { .. } | Error::Conflict { .. })) => {
+                    taken = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let partial = self
+                .inner
+                .spool
+                .join(format!(".partial-{id}.g{}", video.generation));
+            let mut abandoned = Abandoned {
+                life: self.inner.life.clone(),
+                upload: Some((id.clone(), video.generation, partial.clone())),
+            };
+            let received = async {
+                let from = staged.take();
+                tokio::fs::rename(&from, &partial)
+                    .await
+                    .map_err(|e| Error::io(&partial, e))?;
+                self.spool(&id, video.generation, &partial).await
+            };
+            let received = Self::unless_deleted(&id, &cancel, received).await;
+            abandoned.upload = None;
+            return self
+                .accept(&video, registered, cancel, &partial, received)
+                .await;
+        }
+        Err(taken.unwrap_or_else(|| Error::invalid("upload", "", "no id to store it under")))
+    }
+
+    /// The record of a new upload of `id`, created, with this server's
+    /// registration of the work on it.
+    async fn create_record(
+        &self,
+        id: &VideoId,
+        info: &UploadInfo,
+    ) -> Result<(Video, Registered, CancellationToken)> {
+        let mut video = self.inner.life.new_upload(id, &info.title).await?;
+        video.description = info.description.clone();
+        let (registered, cancel) = self.register(id, video.generation)?;
+        self.inner.meta.create_video(&video).await?;
+        Ok((video, registered, cancel))
+    }
+
+    /// `received`, unless a delete of `id` comes first (it stops the
+    /// upload where it is).
+    async fn unless_deleted<T>(
+        id: &VideoId,
+        cancel: &CancellationToken,
+        received: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::select! {
             r = received => r,
             () = cancel.cancelled() => Err(Error::Conflict {
                 key: format!("video {id}"),
                 reason: "it was deleted while it was being uploaded".into(),
             }),
-        };
-        abandoned.upload = None;
-        let refuse = |e: Error| async {
-            // Not logged here: the caller reports the refusal (the web layer
-            // logs every refused request once, naming the video).
-            let _ = tokio::fs::remove_file(&partial).await;
-            let _ = life.remove(&id, video.generation, &[Phase::Uploaded]).await;
-            Err(e)
-        };
+        }
+    }
+
+    /// Queues a received upload, or, if it was refused (`received` is an
+    /// error) or cannot be queued, removes its file and its record.
+    async fn accept(
+        &self,
+        video: &Video,
+        registered: Registered,
+        cancel: CancellationToken,
+        partial: &Path,
+        received: Result<(PathBuf, probe::Probe)>,
+    ) -> Result<Video> {
+        let (id, life) = (&video.id, &self.inner.life);
         let (source, probe) = match received {
             Ok(r) => r,
-            Err(e) => return refuse(e).await,
+            Err(e) => {
+                // Not logged here: the caller reports the refusal (the web
+                // layer logs every refused request once, naming the video).
+                let _ = tokio::fs::remove_file(partial).await;
+                let _ = life.remove(id, video.generation, &[Phase::Uploaded]).await;
+                return Err(e);
+            }
         };
         let job = Job {
             id: id.clone(),
@@ -382,7 +511,7 @@ impl Ingest {
             Ok(v) => Ok(v),
             Err((e, phase)) => {
                 let _ = tokio::fs::remove_file(&source).await;
-                let _ = life.remove(&id, video.generation, &[phase]).await;
+                let _ = life.remove(id, video.generation, &[phase]).await;
                 Err(e)
             }
         }
@@ -422,8 +551,8 @@ impl Ingest {
     }
 
     /// Streams `body` into `partial`, refusing it past the size limit or
-    /// empty.
-    async fn receive_body<S, B, E>(&self, id: &VideoId, partial: &Path, body: S) -> Result<()>
+    /// empty; `id` names the upload in messages.
+    async fn receive_body<S, B, E>(&self, id: &str, partial: &Path, body: S) -> Result<()>
     where
         S: Stream<Item = std::result::Result<B, E>> + Send,
         B: bytes::Buf,
@@ -437,11 +566,7 @@ impl Ingest {
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(|e| {
-                Error::invalid(
-                    "upload",
-                    id.as_str(),
-                    format!("the upload was cut off: {e}"),
-                )
+                Error::invalid("upload", id, format!("the upload was cut off: {e}"))
             })?;
             size += chunk.remaining() as u64;
             if size > limit {
@@ -476,7 +601,7 @@ impl Ingest {
             ));
         }
         if size == 0 {
-            return Err(Error::invalid("upload", id.as_str(), "the file is empty"));
+            return Err(Error::invalid("upload", id, "the file is empty"));
         }
         Ok(())
     }
@@ -545,6 +670,42 @@ fn rand_u64() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// What a person says about an upload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// The video's title.
+    pub title: String,
+    /// Its description (may be empty).
+    pub description: String,
+}
+
+/// An upload's file received before its id was known ([`Ingest::stage`]);
+/// removed when dropped unless [`Ingest::receive_staged`] took it.
+#[derive(Debug)]
+pub struct StagedUpload {
+    path: Option<PathBuf>,
+}
+
+impl StagedUpload {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Takes the file over: it is no longer removed on drop.
+    fn take(&mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for StagedUpload {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Removes a new video's record when its upload is abandoned: dropped

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    ClusterState, FileRecord, MetadataStore, NodeEntry, PageRequest, Phase, Rendition, Video,
-    VideoChange, VideoFacts, VideoState,
+    ClusterState, FileRecord, MetadataStore, NodeEntry, PageCursor, PageRequest, Phase, Rendition,
+    SearchRequest, Video, VideoChange, VideoFacts, VideoState,
 };
 use crate::error::Error;
 use crate::id::{ContentKey, VideoId};
@@ -23,6 +23,8 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     videos_round_trip(&*store).await;
     create_is_atomic_under_races(store.clone()).await;
     list_pages_newest_first(&*store).await;
+    search_finds_words_of_titles_and_descriptions(&*store).await;
+    search_pages_once_each_under_concurrent_inserts(&*store).await;
     file_records(&*store).await;
     generations_are_never_reused(store.clone()).await;
     change_video_is_compare_and_set(store.clone()).await;
@@ -433,6 +435,180 @@ pub async fn list_pages_newest_first(store: &dyn MetadataStore) {
             .delete_video(&id(&format!("list-{i:02}")))
             .await
             .unwrap();
+    }
+}
+
+/// A video with a title and a description, uploaded at `ms`.
+fn described(name: &str, title: &str, description: &str, ms: i64) -> Video {
+    let mut v = Video::new(id(name), title);
+    v.description = description.into();
+    v.uploaded_at_ms = ms;
+    v
+}
+
+/// The ids a search finds, in order, following every page.
+async fn search_ids(store: &dyn MetadataStore, query: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .search_videos(&SearchRequest {
+                query: query.into(),
+                limit,
+                cursor,
+            })
+            .await
+            .expect("search");
+        let size = if limit == 0 { 100 } else { limit };
+        assert!(page.videos.len() <= size, "{query:?}: page too long");
+        if page.next.is_some() {
+            assert_eq!(
+                page.videos.len(),
+                size,
+                "{query:?}: a short page before the last"
+            );
+        }
+        ids.extend(page.videos.iter().map(|v| v.id.to_string()));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => return ids,
+        }
+    }
+}
+
+/// `search_videos` finds a video by the start of any word of its title or
+/// description, whatever the case, needs every word of the query, keeps
+/// the description, and finds every video for an empty query.
+pub async fn search_finds_words_of_titles_and_descriptions(store: &dyn MetadataStore) {
+    let base = 1_700_000_000_000;
+    let videos = [
+        described(
+            "surf",
+            "Surfing at <Dawn>",
+            "Big waves in Hawaii, filmed from the pier.",
+            base + 3,
+        ),
+        described("ski", "Ski trip", "Powder day in the Alps", base + 2),
+        described("cafe", "Café crawl", "", base + 1),
+        described("plain", "untitled", "", base),
+    ];
+    for v in &videos {
+        store.create_video(v).await.expect("create");
+    }
+    assert_eq!(
+        store.get_video(&id("surf")).await.expect("get"),
+        videos[0],
+        "the description is kept"
+    );
+    for (query, want) in [
+        ("hawaii", vec!["surf"]),
+        ("HAW", vec!["surf"]),
+        ("waves big", vec!["surf"]),
+        ("dawn", vec!["surf"]),
+        ("hawaii powder", vec![]),
+        ("alps", vec!["ski"]),
+        ("café", vec!["cafe"]),
+        ("in", vec!["surf", "ski"]),
+        ("awaii", vec![]),
+        ("", vec!["surf", "ski", "cafe", "plain"]),
+        ("  -- ", vec!["surf", "ski", "cafe", "plain"]),
+    ] {
+        assert_eq!(search_ids(store, query, 10).await, want, "query {query:?}");
+    }
+    assert_eq!(
+        search_ids(store, "", 1).await,
+        ["surf", "ski", "cafe", "plain"],
+        "one a page"
+    );
+    // A changed description is found by its new words only.
+    store
+        .change_video(&id("plain"), &|v: &Video| {
+            let mut v = v.clone();
+            v.description = "now with a description".into();
+            Ok(VideoChange::Put(v))
+        })
+        .await
+        .expect("change");
+    assert_eq!(search_ids(store, "descr", 10).await, ["plain"]);
+    for v in &videos {
+        store.delete_video(&v.id).await.expect("clean up");
+    }
+    assert!(
+        search_ids(store, "hawaii", 10).await.is_empty(),
+        "a deleted video is not found"
+    );
+}
+
+/// Following `next` visits every match exactly once, newest first, also
+/// when videos are created between two pages (they are newer than the
+/// cursor, so they are not on later pages), and for a query too.
+pub async fn search_pages_once_each_under_concurrent_inserts(store: &dyn MetadataStore) {
+    let base = 1_700_000_000_000;
+    let n = 23;
+    let mut want = Vec::new();
+    for i in 0..n {
+        // Pairs share an upload time: the order must still be total.
+        let word = if i % 3 == 0 { "tagged" } else { "other" };
+        let v = described(
+            &format!("page-{i:02}"),
+            &format!("Video {i}"),
+            word,
+            base + (i / 2) as i64,
+        );
+        store.create_video(&v).await.expect("create");
+        want.push((v.uploaded_at_ms, v.id.to_string()));
+    }
+    want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let want: Vec<String> = want.into_iter().map(|(_, id)| id).collect();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut inserted = 0;
+    loop {
+        let page = store
+            .search_videos(&SearchRequest {
+                query: String::new(),
+                limit: 4,
+                cursor: cursor.clone(),
+            })
+            .await
+            .expect("search");
+        seen.extend(page.videos.iter().map(|v| v.id.to_string()));
+        // Someone uploads while this client pages.
+        let v = described(
+            &format!("late-{inserted}"),
+            "late",
+            "tagged",
+            base + 1_000 + inserted,
+        );
+        store.create_video(&v).await.expect("create");
+        inserted += 1;
+        match page.next {
+            // The cursor survives being handed out and read back.
+            Some(c) => cursor = Some(PageCursor::decode(&c.encode()).expect("cursor")),
+            None => break,
+        }
+    }
+    assert_eq!(seen, want, "every video once, newest first");
+    let tagged: Vec<String> = want
+        .iter()
+        .filter(|id| id[5..].parse::<usize>().is_ok_and(|i| i % 3 == 0))
+        .cloned()
+        .collect();
+    let late: Vec<String> = (0..inserted).rev().map(|i| format!("late-{i}")).collect();
+    let found = search_ids(store, "TAGGED", 3).await;
+    assert_eq!(
+        found,
+        [late.clone(), tagged].concat(),
+        "a query pages the same way"
+    );
+    let all = search_ids(store, "", 0).await;
+    assert_eq!(
+        all.len(),
+        n + inserted as usize,
+        "limit 0 is the default page size"
+    );
+    for i in &all {
+        store.delete_video(&id(i)).await.expect("clean up");
     }
 }
 

@@ -14,6 +14,13 @@
 //! | `<prefix>acks/<server>` | a web server's acknowledgement of the cluster state it routes by, JSON |
 //! | `<prefix>active/<videoId>` | the id, while the video is in an active phase (uploaded, processing, deleting); written in the same transaction as the record |
 //!
+//! [`MetadataStore::search_videos`] has no index here: it walks `by-time/`
+//! from the cursor, newest first, reading records 100 at a time and keeping
+//! those that match, until the page is full or the videos run out. A search
+//! that matches little reads every video's record; that is fine for the
+//! thousands of videos a site of this kind holds, and the SQLite store
+//! answers from a full-text index instead.
+//!
 //! A file record is written as both keys in one transaction (the hash is
 //! fixed-width hex, so key order is `(hash, key)` order). etcd allows 128
 //! operations per transaction by default, so `record_files` commits 64 files
@@ -34,7 +41,8 @@ use etcd_client::{
 
 use super::{
     AdminLease, ClusterAck, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore,
-    PageRequest, Versioned, Video, VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState,
+    PageCursor, PageRequest, SearchPage, SearchRequest, Versioned, Video, VideoChange,
+    VideoChangeFn, VideoFacts, VideoPage, VideoState,
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
@@ -304,6 +312,51 @@ impl EtcdMetadataStore {
             .collect())
     }
 
+    /// Up to `n` videos in listing order from the `by-time/` key `start`
+    /// on (inclusive), and the key to continue from (`None` at the end).
+    /// Corrupt records are skipped, with a warning.
+    async fn videos_from(&self, start: String, n: usize) -> Result<(Vec<Video>, Option<String>)> {
+        let end = format!("{}by-time0", self.prefix);
+        let opts = GetOptions::new()
+            .with_range(end)
+            .with_limit(n as i64)
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        let r = self
+            .retry("search", |mut c| {
+                let (start, opts) = (start.clone(), opts.clone());
+                async move { c.get(start, Some(opts)).await }
+            })
+            .await?;
+        let index: Vec<(String, String)> = r
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).to_string(),
+                    String::from_utf8_lossy(kv.value()).to_string(),
+                )
+            })
+            .collect();
+        let resume = (index.len() == n).then(|| index.last().map(|(k, _)| format!("{k}\0")));
+        let ops: Vec<TxnOp> = index
+            .iter()
+            .map(|(_, id)| TxnOp::get(self.video_key(id), None))
+            .collect();
+        let resp = self.txn("search", Txn::new().and_then(ops)).await?;
+        let mut videos = Vec::new();
+        for ((_, id), op) in index.iter().zip(resp.op_responses()) {
+            if let TxnOpResponse::Get(g) = op
+                && let Some(kv) = g.kvs().first()
+            {
+                match self.decode_video(id, kv.value()) {
+                    Ok(v) => videos.push(v),
+                    Err(e) => tracing::warn!(error = %e, "skipping a corrupt video record"),
+                }
+            }
+        }
+        Ok((videos, resume.flatten()))
+    }
+
     /// `[start, end)` of the ring-ordered keys of `range` strictly after
     /// `after`, or `None` if that is empty.
     fn file_range_keys(
@@ -505,6 +558,36 @@ impl MetadataStore for EtcdMetadataStore {
             None
         };
         Ok(VideoPage { videos, next })
+    }
+
+    async fn search_videos(&self, request: &SearchRequest) -> Result<SearchPage> {
+        /// Records read per round trip (within etcd's 128 operations per
+        /// transaction).
+        const BATCH: usize = 100;
+        let limit = request.page_size();
+        let words = super::search_words(&request.query);
+        let mut start = match &request.cursor {
+            Some(c) => format!("{}\0", self.time_key(c.uploaded_at_ms, &c.id)),
+            None => format!("{}by-time/", self.prefix),
+        };
+        let mut videos = Vec::new();
+        loop {
+            let (batch, resume) = self.videos_from(start, BATCH).await?;
+            for v in batch {
+                if !super::matches_search(&v, &words) {
+                    continue;
+                }
+                if videos.len() == limit {
+                    let next = videos.last().map(PageCursor::after);
+                    return Ok(SearchPage { videos, next });
+                }
+                videos.push(v);
+            }
+            match resume {
+                Some(r) => start = r,
+                None => return Ok(SearchPage { videos, next: None }),
+            }
+        }
     }
 
     async fn set_video_state(&self, id: &VideoId, state: VideoState) -> Result<()> {

@@ -155,6 +155,10 @@ pub struct Video {
     pub id: VideoId,
     /// A title for people (defaults to the uploaded file's name).
     pub title: String,
+    /// A description for people, given at upload (empty if none; records
+    /// written before descriptions existed read as empty).
+    #[serde(default)]
+    pub description: String,
     /// Upload time, Unix milliseconds.
     pub uploaded_at_ms: i64,
     /// Where it is in its life.
@@ -200,6 +204,7 @@ impl Video {
         Video {
             id,
             title: title.into(),
+            description: String::new(),
             uploaded_at_ms: now,
             state: VideoState::Uploaded,
             facts: VideoFacts::default(),
@@ -238,6 +243,9 @@ pub fn generation_of_file_name(name: &str) -> u64 {
 
 /// What a [`MetadataStore::change_video`] step decides to do with the record
 /// it was shown.
+// Short-lived values, made once per step: boxing the record would cost
+// more than the size it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum VideoChange {
     /// Write this record in its place.
@@ -266,6 +274,136 @@ pub struct VideoPage {
     pub videos: Vec<Video>,
     /// Cursor for the next page; `None` on the last.
     pub next: Option<String>,
+}
+
+/// Where a page of [`MetadataStore::search_videos`] starts: after the video
+/// uploaded at `uploaded_at_ms` with id `id` in the listing order (newest
+/// first, equal times by ascending id).
+///
+/// Sent to clients as an opaque string ([`PageCursor::encode`]). A cursor
+/// names a position in that order, not an offset, so videos created while a
+/// client pages (which are newer, so before the cursor) never make it see a
+/// video twice or miss one.
+///
+/// ```
+/// use tritontube_core::metadata::PageCursor;
+/// let c = PageCursor { uploaded_at_ms: 1_700_000_000_000, id: "clip".into() };
+/// assert_eq!(PageCursor::decode(&c.encode()).unwrap(), c);
+/// assert!(PageCursor::decode("garbage").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    /// Upload time of the last video of the previous page.
+    pub uploaded_at_ms: i64,
+    /// Its id.
+    pub id: String,
+}
+
+impl PageCursor {
+    /// The cursor just after `v`.
+    pub fn after(v: &Video) -> PageCursor {
+        PageCursor {
+            uploaded_at_ms: v.uploaded_at_ms,
+            id: v.id.to_string(),
+        }
+    }
+
+    /// The opaque form handed to clients.
+    pub fn encode(&self) -> String {
+        hex::encode(format!("c1:{}:{}", self.uploaded_at_ms, self.id))
+    }
+
+    /// Reads a cursor made by [`PageCursor::encode`]; anything else is
+    /// [`crate::Error::InvalidInput`].
+    pub fn decode(s: &str) -> Result<PageCursor> {
+        let bad = || {
+            crate::Error::invalid(
+                "page cursor",
+                s,
+                "not a cursor this server handed out: pass the `next_cursor` of a previous page",
+            )
+        };
+        let text = hex::decode(s)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(bad)?;
+        let (ms, id) = text
+            .strip_prefix("c1:")
+            .and_then(|rest| rest.split_once(':'))
+            .ok_or_else(bad)?;
+        let uploaded_at_ms = ms.parse().map_err(|_| bad())?;
+        VideoId::new(id).map_err(|_| bad())?;
+        Ok(PageCursor {
+            uploaded_at_ms,
+            id: id.to_string(),
+        })
+    }
+
+    /// Whether `v` comes after this cursor in the listing order.
+    pub fn precedes(&self, v: &Video) -> bool {
+        v.uploaded_at_ms < self.uploaded_at_ms
+            || (v.uploaded_at_ms == self.uploaded_at_ms && v.id.as_str() > self.id.as_str())
+    }
+}
+
+/// A request for [`MetadataStore::search_videos`].
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    /// The words to find (see [`search_words`]); none finds every video.
+    pub query: String,
+    /// At most this many (0 = 100; more than 1000 = 1000).
+    pub limit: usize,
+    /// Where to start: the previous page's [`SearchPage::next`], or `None`
+    /// for the first page.
+    pub cursor: Option<PageCursor>,
+}
+
+impl SearchRequest {
+    /// The page size asked for, within 1..=1000 (0 = 100).
+    pub fn page_size(&self) -> usize {
+        match self.limit {
+            0 => 100,
+            n => n.min(1000),
+        }
+    }
+}
+
+/// A page of [`MetadataStore::search_videos`], newest first.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    /// The videos of this page.
+    pub videos: Vec<Video>,
+    /// Where the next page starts; `None` on the last.
+    pub next: Option<PageCursor>,
+}
+
+/// The words of `text` as search sees them: runs of letters and digits
+/// (anything else separates words), lower-cased. The same rule splits a
+/// query and a video's title and description.
+///
+/// ```
+/// use tritontube_core::metadata::search_words;
+/// assert_eq!(search_words("Surf's up: Día_2!"), ["surf", "s", "up", "día", "2"]);
+/// assert!(search_words(" -- ").is_empty());
+/// ```
+pub fn search_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Whether `v` matches the query words `words` (from [`search_words`]):
+/// every one of them begins some word of its title or description.
+pub fn matches_search(v: &Video, words: &[String]) -> bool {
+    if words.is_empty() {
+        return true;
+    }
+    let mut have = search_words(&v.title);
+    have.extend(search_words(&v.description));
+    words
+        .iter()
+        .all(|w| have.iter().any(|h| h.starts_with(w.as_str())))
 }
 
 pub use crate::layout::{ChangeInfo, ClusterState, NodeEntry};
@@ -335,6 +473,13 @@ pub struct FileRecord {
 /// - `list_videos` returns newest first (by `uploaded_at_ms`; equal times by
 ///   ascending id) and
 ///   pages through every video exactly once.
+/// - `search_videos` returns, in the same order, the videos whose title or
+///   description holds every word of the query as the start of one of its
+///   words ([`matches_search`]; no words = every video), starting after the
+///   request's [`PageCursor`]; following `next` pages through every match
+///   exactly once, also while videos are created meanwhile (they are newer,
+///   so before the cursor). A page may hold fewer than `limit` videos only
+///   when it is the last (`next` is `None`).
 /// - `cluster_state` is `None` until first written; `put_cluster_state`
 ///   succeeds only if the stored version still equals `expected` (`None` =
 ///   not yet written) and otherwise fails with [`crate::Error::Conflict`].
@@ -361,6 +506,9 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn get_video(&self, id: &VideoId) -> Result<Video>;
     /// Lists videos, newest first.
     async fn list_videos(&self, page: PageRequest) -> Result<VideoPage>;
+    /// Finds videos by words of their title or description, newest first,
+    /// a page at a time (see the contract above).
+    async fn search_videos(&self, request: &SearchRequest) -> Result<SearchPage>;
     /// Replaces a video's state.
     async fn set_video_state(&self, id: &VideoId, state: VideoState) -> Result<()>;
     /// Replaces a video's facts.
@@ -446,6 +594,9 @@ macro_rules! forward_metadata {
             }
             async fn list_videos(&self, page: PageRequest) -> Result<VideoPage> {
                 (**self).list_videos(page).await
+            }
+            async fn search_videos(&self, request: &SearchRequest) -> Result<SearchPage> {
+                (**self).search_videos(request).await
             }
             async fn set_video_state(&self, id: &VideoId, state: VideoState) -> Result<()> {
                 (**self).set_video_state(id, state).await

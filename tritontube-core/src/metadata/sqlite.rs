@@ -8,6 +8,10 @@
 //!
 //! Version 2 added `file_records`, the size and SHA-256 of every stored file,
 //! indexed by `(ring_hash, key)` for listings by ring range and by `video`.
+//!
+//! Version 5 added `videos_search`, an FTS5 index of every video's title and
+//! description kept up to date by triggers on `videos`, for
+//! [`MetadataStore::search_videos`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +22,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
     AdminLease, ClusterAck, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore,
-    PageRequest, Versioned, Video, VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState,
+    PageCursor, PageRequest, SearchPage, SearchRequest, Versioned, Video, VideoChange,
+    VideoChangeFn, VideoFacts, VideoPage, VideoState,
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
@@ -26,7 +31,7 @@ use crate::ring::{HashRange, key_hash};
 use crate::store::Sha256Digest;
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Metadata in a SQLite file.
 #[derive(Debug, Clone)]
@@ -136,6 +141,9 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              );",
         )?;
     }
+    if version < 5 {
+        create_v5(&tx)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -233,6 +241,56 @@ fn create_v2(tx: &Connection) -> rusqlite::Result<()> {
 /// does not read every video.
 fn create_v3(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch(ACTIVE_INDEX)
+}
+
+/// Version 5: a full-text index of titles and descriptions (FTS5, built
+/// into the bundled SQLite), one row per video under the video's rowid, kept
+/// in step by triggers and filled from the videos already there. Its
+/// tokenizer splits words as [`super::search_words`] does (letters and
+/// digits; accents kept), so both backends find the same videos. A record
+/// that is not JSON is indexed with no words.
+fn create_v5(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS videos_search USING fts5(
+             title, description, tokenize = 'unicode61 remove_diacritics 0'
+         );
+         CREATE TRIGGER IF NOT EXISTS videos_search_insert AFTER INSERT ON videos BEGIN
+             INSERT INTO videos_search (rowid, title, description)
+                 VALUES (new.rowid, {title_new}, {desc_new});
+         END;
+         CREATE TRIGGER IF NOT EXISTS videos_search_update AFTER UPDATE OF record ON videos BEGIN
+             UPDATE videos_search SET title = {title_new}, description = {desc_new}
+                 WHERE rowid = new.rowid;
+         END;
+         CREATE TRIGGER IF NOT EXISTS videos_search_delete AFTER DELETE ON videos BEGIN
+             DELETE FROM videos_search WHERE rowid = old.rowid;
+         END;
+         INSERT INTO videos_search (rowid, title, description)
+             SELECT rowid, {title_rec}, {desc_rec} FROM videos;",
+        title_new = json_text("new.record", "title"),
+        desc_new = json_text("new.record", "description"),
+        title_rec = json_text("record", "title"),
+        desc_rec = json_text("record", "description"),
+    ))
+}
+
+/// SQL for the text field `field` of the JSON record `record`, or `''` when
+/// the record is not JSON or has no such field.
+fn json_text(record: &str, field: &str) -> String {
+    format!(
+        "COALESCE(CASE WHEN json_valid({record}) THEN json_extract({record}, '$.{field}') END, '')"
+    )
+}
+
+/// An FTS5 query for `words` (from [`super::search_words`]): each one as a
+/// quoted prefix, all required. The words hold only letters and digits, so
+/// quoting needs no escapes.
+fn fts_query(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| format!("\"{w}\"*"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The partial index over active videos; [`ACTIVE_WHERE`] is its condition.
@@ -535,6 +593,52 @@ impl MetadataStore for SqliteMetadataStore {
                 None
             };
             Ok(VideoPage { videos, next })
+        })
+        .await
+    }
+
+    async fn search_videos(&self, request: &SearchRequest) -> Result<SearchPage> {
+        let limit = request.page_size();
+        let words = super::search_words(&request.query);
+        let query = (!words.is_empty()).then(|| fts_query(&words));
+        let (ms, after_id) = match &request.cursor {
+            Some(c) => (c.uploaded_at_ms, c.id.clone()),
+            None => (i64::MAX, String::new()),
+        };
+        let first = request.cursor.is_none();
+        let path = self.path.clone();
+        self.call("search videos", move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, uploaded_at_ms, record FROM videos
+                     WHERE (?1 OR uploaded_at_ms < ?2 OR (uploaded_at_ms = ?2 AND id > ?3))
+                       AND (?4 IS NULL OR rowid IN
+                            (SELECT rowid FROM videos_search WHERE videos_search MATCH ?4))
+                     ORDER BY uploaded_at_ms DESC, id ASC LIMIT ?5",
+                )
+                .map_err(|e| sql_error(&path, "search", e))?;
+            let rows: Vec<(String, i64, String)> = stmt
+                .query_map(
+                    params![first, ms, after_id, query, (limit + 1) as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .and_then(|m| m.collect())
+                .map_err(|e| sql_error(&path, "search", e))?;
+            let more = rows.len() > limit;
+            let mut videos = Vec::new();
+            let mut last = None;
+            for (id, uploaded_at_ms, json) in rows.into_iter().take(limit) {
+                match decode_video(&id, &json) {
+                    Ok(v) => videos.push(v),
+                    // One bad row must not hide every other video.
+                    Err(e) => tracing::warn!(error = %e, "skipping a corrupt video record"),
+                }
+                last = Some(PageCursor { uploaded_at_ms, id });
+            }
+            Ok(SearchPage {
+                videos,
+                next: if more { last } else { None },
+            })
         })
         .await
     }

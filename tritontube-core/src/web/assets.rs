@@ -2,8 +2,10 @@
 //! npm package `dashjs` pinned by `package-lock.json`) with its licence,
 //! hls.js (from the npm package `hls.js`, pinned the same way: an HLS player
 //! for pages that want one, at `/static/hls.min.js`) with its licence, the
-//! watch page's choice of player (`/static/playback.js`, the site's own),
-//! and the favicon.
+//! favicon, and the site's own style sheet and scripts ([`SITE_FILES`],
+//! from `tritontube-core/static/`, always built in: pages carry no inline
+//! script or style, so the Content-Security-Policy can forbid both), among
+//! them the watch page's choice of player ([`PLAYBACK_JS`]).
 //!
 //! `tritontube-web` builds dash.js into its binary ([`Assets::embedded`]), so
 //! the binary alone serves a working player, wherever it is started;
@@ -41,13 +43,40 @@ pub const HLS_JS: &str = "hls.min.js";
 pub const HLS_JS_LICENSE: &str = "hls.js.LICENSE.txt";
 
 /// The watch page's choice between dash.js and the browser's own HLS
-/// player, under `/static/`: `TritonTubePlayback.start(video, {hls,
-/// onError})` returns `'dash'`, `'hls'` (and starts it) or `null`.
+/// player, one of the [`SITE_FILES`]: `TritonTubePlayback.start(video,
+/// {hls, onError})` returns `'dash'`, `'hls'` (and starts it) or `null`.
 pub const PLAYBACK_JS: &str = "playback.js";
-const PLAYBACK_JS_BODY: &[u8] = include_bytes!("../../assets/playback.js");
+
+/// The site's own files under `/static/`: name, type, bytes.
+pub const SITE_FILES: [(&str, &str, &[u8]); 4] = [
+    (
+        "site.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../static/site.css"),
+    ),
+    (
+        "home.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/home.js"),
+    ),
+    (
+        PLAYBACK_JS,
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/playback.js"),
+    ),
+    (
+        "watch.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/watch.js"),
+    ),
+];
 
 const FAVICON_ICO: &[u8] = include_bytes!("../../assets/favicon.ico");
 const FAVICON_SVG: &[u8] = include_bytes!("../../assets/favicon.svg");
+
+/// The built-in files ([`Assets::without_player`]), for pages made where no
+/// [`Assets`] is at hand.
+pub static BUILT_IN: std::sync::LazyLock<Assets> = std::sync::LazyLock::new(Assets::without_player);
 
 /// How long an unversioned favicon may be used without asking again.
 const FAVICON_CACHE: &str = "public, max-age=86400";
@@ -126,9 +155,10 @@ pub struct Assets {
     dash_js_map: Option<Asset>,
     hls_js: Option<Asset>,
     hls_js_license: Option<Asset>,
-    playback_js: Asset,
     favicon_ico: Asset,
     favicon_svg: Asset,
+    /// [`SITE_FILES`], in that order.
+    site: Vec<(&'static str, Asset)>,
 }
 
 impl Default for Assets {
@@ -147,11 +177,6 @@ impl Assets {
             dash_js_map: None,
             hls_js: None,
             hls_js_license: None,
-            playback_js: Asset::new(
-                Bytes::from_static(PLAYBACK_JS_BODY),
-                "text/javascript; charset=utf-8",
-                REVALIDATE,
-            ),
             favicon_ico: Asset::new(
                 Bytes::from_static(FAVICON_ICO),
                 "image/x-icon",
@@ -162,6 +187,12 @@ impl Assets {
                 "image/svg+xml",
                 FAVICON_CACHE,
             ),
+            site: SITE_FILES
+                .iter()
+                .map(|(name, ty, body)| {
+                    (*name, Asset::new(Bytes::from_static(body), ty, REVALIDATE))
+                })
+                .collect(),
         }
     }
 
@@ -267,7 +298,17 @@ impl Assets {
     /// The URL pages load the choice of player ([`PLAYBACK_JS`]) from,
     /// naming its content so that it can be cached for good.
     pub fn playback_js_url(&self) -> String {
-        format!("/static/{PLAYBACK_JS}?v={}", self.playback_js.version())
+        self.site_url(PLAYBACK_JS)
+    }
+
+    /// The URL pages load one of the [`SITE_FILES`] from, naming its
+    /// content so that it can be cached for good (`/static/<name>` if there
+    /// is no such file).
+    pub fn site_url(&self, name: &str) -> String {
+        match self.site.iter().find(|(n, _)| *n == name) {
+            Some((_, a)) => format!("/static/{name}?v={}", a.version()),
+            None => format!("/static/{name}"),
+        }
     }
 
     /// The file served at `path` (`static/dash.all.min.js`, `favicon.ico`,
@@ -279,8 +320,7 @@ impl Assets {
             Some(DASH_JS_MAP) => self.dash_js_map.as_ref(),
             Some(HLS_JS) => self.hls_js.as_ref(),
             Some(HLS_JS_LICENSE) => self.hls_js_license.as_ref(),
-            Some(PLAYBACK_JS) => Some(&self.playback_js),
-            Some(_) => None,
+            Some(name) => self.site.iter().find(|(n, _)| *n == name).map(|(_, a)| a),
             None => match path {
                 "favicon.ico" => Some(&self.favicon_ico),
                 "favicon.svg" => Some(&self.favicon_svg),
@@ -359,6 +399,22 @@ mod tests {
             format!("/static/playback.js?v={}", choice.version())
         );
         assert!(Assets::without_player().get("static/playback.js").is_some());
+    }
+
+    #[test]
+    fn the_site_files_are_built_in_and_named_by_their_content() {
+        let a = Assets::without_player();
+        for (name, ty, body) in SITE_FILES {
+            let f = a.get(&format!("static/{name}")).unwrap();
+            assert_eq!(f.body().as_ref(), body);
+            assert_eq!(f.content_type(), ty);
+            assert_eq!(
+                a.site_url(name),
+                format!("/static/{name}?v={}", f.version())
+            );
+        }
+        assert!(a.get("static/nope.js").is_none());
+        assert_eq!(a.site_url("nope.js"), "/static/nope.js");
     }
 
     #[test]

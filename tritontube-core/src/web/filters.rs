@@ -1,5 +1,7 @@
 //! The routes, as warp filters. Every failure becomes an [`ApiError`]
-//! rejection, mapped to a status and a body in one place ([`recover`]).
+//! rejection, mapped to a status and a body in one place ([`recover`]):
+//! JSON for `/api/` and for clients that ask for it ([`wants_json`]), an
+//! HTML page with a way home for the rest.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,6 +25,39 @@ pub struct ApiError {
 }
 
 impl warp::reject::Reject for ApiError {}
+
+/// Whether a client's `Accept` header asks for JSON rather than a page:
+/// it names `application/json` and not `text/html` (a browser's page
+/// request names both kinds of HTML; `fetch` and `curl` send `*/*`).
+pub fn wants_json(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+}
+
+/// The last route, reached by every request no route answered: says
+/// whether its errors are to be JSON (its path is under `/api/`, or it
+/// asks for JSON), for [`recover`] to find beside the other routes'
+/// rejections.
+#[derive(Debug)]
+struct Unrouted {
+    json: bool,
+    /// Whether some route has this path (then another route's rejection
+    /// says what was wrong; otherwise there is nothing here: 404).
+    routed: bool,
+}
+
+/// Whether a route answers `path` (for some method).
+fn routed(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [""] | ["upload"] | ["api", "videos"] | ["healthz"] | ["metrics"] => true,
+        ["favicon.ico" | "favicon.svg"] => true,
+        ["videos" | "static", name] | ["api", "videos", name] => !name.is_empty(),
+        ["content", rest @ ..] => !rest.is_empty(),
+        _ => false,
+    }
+}
+
+impl warp::reject::Reject for Unrouted {}
 
 /// Wraps an error for the HTML routes.
 pub fn html_err(error: Error) -> Rejection {
@@ -54,11 +89,49 @@ fn upload_slot(
     })
 }
 
+/// The last route: rejects every request it sees with [`Unrouted`].
+fn unrouted() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path::full()
+        .and(warp::header::headers_cloned())
+        .and_then(
+            |path: warp::path::FullPath, headers: warp::http::HeaderMap| async move {
+                let accept = headers
+                    .get(warp::http::header::ACCEPT)
+                    .and_then(|a| a.to_str().ok());
+                let json = path.as_str().starts_with("/api/") || wants_json(accept);
+                let routed = routed(path.as_str());
+                Err::<warp::reply::Response, Rejection>(warp::reject::custom(Unrouted {
+                    json,
+                    routed,
+                }))
+            },
+        )
+}
+
+/// `/static/<file>`, `/favicon.ico` and `/favicon.svg`.
+fn assets_route(
+    app: App,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let asset_path = warp::path!("static" / String)
+        .map(|name: String| format!("static/{name}"))
+        .or(warp::path!("favicon.ico").map(|| "favicon.ico".to_string()))
+        .unify()
+        .or(warp::path!("favicon.svg").map(|| "favicon.svg".to_string()))
+        .unify();
+    asset_path
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::query::<handlers::AssetQuery>())
+        .and(warp::header::optional::<String>("if-none-match"))
+        .and(with_app(app))
+        .and_then(handlers::asset)
+}
+
 /// Every route of the site.
 pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let metrics = app.metrics.clone();
     let index = warp::path::end()
         .and(warp::get())
+        .and(warp::query::<handlers::ListQuery>())
         .and(with_app(app.clone()))
         .and_then(handlers::index);
     let upload = warp::path!("upload")
@@ -66,8 +139,9 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(upload_slot(app.uploads.clone()))
         .and(with_app(app.clone()))
         .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::header::optional::<String>("accept"))
         .and(warp::multipart::form().max_length(None))
-        .and_then(handlers::upload);
+        .and_then(super::upload::upload);
     let watch = warp::path!("videos" / String)
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -101,19 +175,8 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(warp::get())
         .and(with_app(app.clone()))
         .and_then(handlers::metrics);
-    let asset_path = warp::path!("static" / String)
-        .map(|name: String| format!("static/{name}"))
-        .or(warp::path!("favicon.ico").map(|| "favicon.ico".to_string()))
-        .unify()
-        .or(warp::path!("favicon.svg").map(|| "favicon.svg".to_string()))
-        .unify();
-    let assets = asset_path
-        .and(warp::get().or(warp::head()).unify())
-        .and(warp::query::<handlers::AssetQuery>())
-        .and(warp::header::optional::<String>("if-none-match"))
-        .and(with_app(app))
-        .and_then(handlers::asset);
-
+    let assets = assets_route(app);
+    let unrouted = unrouted();
     index
         .or(upload)
         .or(watch)
@@ -124,7 +187,16 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .or(healthz)
         .or(metrics_route)
         .or(assets)
+        .or(unrouted)
         .recover(recover)
+        .with(warp::reply::with::default_header(
+            "content-security-policy",
+            super::pages::CONTENT_SECURITY_POLICY,
+        ))
+        .with(warp::reply::with::default_header(
+            "x-content-type-options",
+            "nosniff",
+        ))
         .with(warp::log::custom(move |info| {
             metrics.observe(info.path(), info.status().as_u16(), info.elapsed());
         }))
@@ -174,6 +246,7 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
 
 /// The status and body of a rejection.
 fn classify(r: &Rejection) -> warp::reply::Response {
+    let prefers_json = r.find::<Unrouted>().is_some_and(|u| u.json);
     let (status, message, json) = if let Some(e) = r.find::<ApiError>() {
         let status = StatusCode::from_u16(e.error.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -185,25 +258,31 @@ fn classify(r: &Rejection) -> warp::reply::Response {
         } else if status != StatusCode::NOT_FOUND {
             tracing::info!(error = %e.error, "request refused");
         }
-        (status, public_message(&e.error), e.json)
+        (status, public_message(&e.error), e.json || prefers_json)
     } else if r.is_not_found() {
-        (StatusCode::NOT_FOUND, "not found".to_string(), false)
+        (StatusCode::NOT_FOUND, "not found".to_string(), prefers_json)
     } else if let Some(e) = r.find::<warp::reject::PayloadTooLarge>() {
-        (StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), false)
+        (StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), prefers_json)
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
         (StatusCode::BAD_REQUEST, e.to_string(), true)
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         (
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed".to_string(),
-            false,
+            prefers_json,
         )
     } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
         tracing::info!(rejection = ?r, "request refused");
         (
             StatusCode::BAD_REQUEST,
             format!("malformed request: bad {} header", e.name()),
-            false,
+            prefers_json,
+        )
+    } else if r.find::<Unrouted>().is_some_and(|u| !u.routed) {
+        (
+            StatusCode::NOT_FOUND,
+            "there is nothing at this address".to_string(),
+            prefers_json,
         )
     } else {
         // The details (warp's debug text) go to the log only.
@@ -211,7 +290,7 @@ fn classify(r: &Rejection) -> warp::reply::Response {
         (
             StatusCode::BAD_REQUEST,
             "malformed request".to_string(),
-            false,
+            prefers_json,
         )
     };
     if json {

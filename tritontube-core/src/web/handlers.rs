@@ -5,9 +5,9 @@ use std::path::Path;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
+use warp::Rejection;
 use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::reply::Reply;
-use warp::{Buf, Rejection};
 
 use super::filters::{html_err, json_err};
 use super::models::{VideoJson, VideoListJson};
@@ -15,122 +15,64 @@ use super::{App, pages};
 use crate::error::Error;
 use crate::id::{ContentKey, FileName, VideoId};
 use crate::ingest::{Deletion, hls};
-use crate::metadata::{PageRequest, Video, VideoState};
+use crate::metadata::{PageCursor, PageRequest, SearchRequest, Video, VideoState};
 use crate::store::{GetOptions, ObjectMeta};
 
 type Reply_ = Result<warp::reply::Response, Rejection>;
 
-/// `GET /`.
-pub async fn index(app: App) -> Reply_ {
-    let page = app
-        .meta
-        .list_videos(PageRequest {
-            limit: 200,
-            cursor: None,
-        })
-        .await
-        .map_err(html_err)?;
-    Ok(
-        warp::reply::html(pages::index(&page.videos, app.ingest.max_upload_bytes()))
-            .into_response(),
-    )
-}
+/// Query of `GET /` and `GET /api/videos`: `q` (search words), `cursor`
+/// (a `next_cursor`), `limit` (API only). Read as text, so that a bad value
+/// is refused with a message saying which.
+pub type ListQuery = std::collections::HashMap<String, String>;
 
-/// `POST /upload`: multipart field `file`, optional `id` and `title` before it.
-/// `_slot` is this upload's place within the upload caps, held until it is
-/// done.
-pub async fn upload(
-    _slot: super::limits::UploadPermit,
-    app: App,
-    length: Option<u64>,
-    mut form: warp::multipart::FormData,
-) -> Reply_ {
-    let limit = app.ingest.max_upload_bytes();
-    // Refuse a body announced too large before reading any of it (the form
-    // framing adds a little, hence the slack).
-    if let Some(len) = length
-        && len > limit + 64 * 1024
-    {
-        return Err(html_err(Error::TooLarge {
-            what: format!("upload of {len} bytes"),
-            limit,
-        }));
-    }
-    let mut id: Option<String> = None;
-    let mut title: Option<String> = None;
-    while let Some(part) = form.next().await {
-        let part = part
-            .map_err(|e| html_err(Error::invalid("upload", "", format!("malformed form: {e}"))))?;
-        match part.name() {
-            "id" | "title" => {
-                let name = part.name().to_string();
-                let text = read_small(part).await.map_err(html_err)?;
-                let text = text.trim().to_string();
-                if !text.is_empty() {
-                    if name == "id" {
-                        id = Some(text)
-                    } else {
-                        title = Some(text)
-                    }
-                }
-            }
-            "file" => {
-                let filename = part.filename().unwrap_or("").to_string();
-                let vid = match &id {
-                    Some(i) => VideoId::new(i.clone()),
-                    None => VideoId::from_file_name(&filename),
-                }
-                .map_err(html_err)?;
-                let title = title.clone().unwrap_or_else(|| {
-                    let t = filename
-                        .rsplit(['/', '\\'])
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
-                    if t.is_empty() { vid.to_string() } else { t }
-                });
-                app.ingest
-                    .receive(vid, &title, part.stream())
-                    .await
-                    .map_err(html_err)?;
-                // Drain anything after the file so the client sees the answer.
-                while let Some(Ok(_)) = form.next().await {}
-                return Ok(
-                    warp::redirect::see_other(warp::http::Uri::from_static("/")).into_response()
-                );
-            }
+/// A list request read from a [`ListQuery`]: bad values are
+/// [`Error::InvalidInput`] naming the parameter.
+fn search_request(q: &ListQuery, default_limit: usize) -> Result<SearchRequest, Error> {
+    let limit = match q.get("limit").map(|l| l.trim()) {
+        None | Some("") => default_limit,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
             _ => {
-                // Unknown fields are read and ignored.
-                let _ = read_small(part).await;
+                return Err(Error::invalid(
+                    "limit",
+                    l,
+                    "expected a whole number from 1 to 1000",
+                ));
             }
-        }
+        },
+    };
+    let query = q.get("q").map(|s| s.trim().to_string()).unwrap_or_default();
+    if query.chars().count() > 200 {
+        return Err(Error::invalid(
+            "q",
+            "",
+            "search words are at most 200 characters",
+        ));
     }
-    Err(html_err(Error::invalid(
-        "upload",
-        "",
-        "the form has no `file` field",
-    )))
+    let cursor = match q.get("cursor").map(|c| c.trim()) {
+        None | Some("") => None,
+        Some(c) => Some(PageCursor::decode(c)?),
+    };
+    Ok(SearchRequest {
+        query,
+        limit,
+        cursor,
+    })
 }
 
-async fn read_small(part: warp::multipart::Part) -> Result<String, Error> {
-    let mut out = Vec::new();
-    let mut s = part.stream();
-    while let Some(c) = s.next().await {
-        let mut c = c.map_err(|e| Error::invalid("upload", "", format!("malformed form: {e}")))?;
-        while c.has_remaining() {
-            let n = c.chunk().len();
-            out.extend_from_slice(c.chunk());
-            c.advance(n);
-        }
-        if out.len() > 4096 {
-            return Err(Error::invalid(
-                "upload",
-                "",
-                "a text field is longer than 4096 bytes",
-            ));
-        }
-    }
-    String::from_utf8(out).map_err(|_| Error::invalid("upload", "", "a text field is not UTF-8"))
+/// `GET /`: the upload form and a page of videos (`?q=` finds some,
+/// `?cursor=` is the next page).
+pub async fn index(q: ListQuery, app: App) -> Reply_ {
+    let request = search_request(&q, pages::HOME_PAGE_SIZE).map_err(html_err)?;
+    let page = app.meta.search_videos(&request).await.map_err(html_err)?;
+    let next = page.next.as_ref().map(PageCursor::encode);
+    let home = pages::Home {
+        videos: &page.videos,
+        query: &request.query,
+        next_cursor: next.as_deref(),
+        max_upload_bytes: app.ingest.max_upload_bytes(),
+    };
+    Ok(warp::reply::html(pages::index(&pages::SiteUrls::of(&app.assets), home)).into_response())
 }
 
 /// `GET /videos/<id>`.
@@ -138,8 +80,7 @@ pub async fn watch(id: String, app: App) -> Reply_ {
     let id = VideoId::new(id).map_err(html_err)?;
     let v = app.meta.get_video(&id).await.map_err(html_err)?;
     let hls = hls_manifest(&app, &v).await.map_err(html_err)?;
-    let (dash_js, playback_js) = (app.assets.dash_js_url(), app.assets.playback_js_url());
-    let page = pages::watch(&v, &dash_js, &playback_js, hls.as_deref());
+    let page = pages::watch(&pages::SiteUrls::of(&app.assets), &v, hls.as_deref());
     Ok(warp::reply::html(page).into_response())
 }
 
@@ -218,65 +159,25 @@ fn parse_range(h: Option<&str>, size: u64) -> Result<Option<std::ops::Range<u64>
     }
 }
 
-/// `GET`/`HEAD /content/<id>/<file>`.
+/// `GET`/`HEAD /content/<id>/<file>`: with `ETag` (and 304), one byte
+/// range (206, or 416), caching headers, and small files from memory.
 pub async fn content(
     tail: warp::path::Tail,
     method: Method,
     headers: HeaderMap,
     app: App,
 ) -> Reply_ {
-    let (v, f) = tail.as_str().split_once('/').unwrap_or((tail.as_str(), ""));
-    if f.is_empty() {
-        return Err(html_err(Error::invalid(
-            "content path",
-            tail.as_str(),
-            "expected /content/<videoId>/<filename>",
-        )));
-    }
-    let key = ContentKey::from_parts(v, f).map_err(html_err)?;
-    // From memory if checked recently; otherwise ask the store (and check
-    // what memory holds against its answer).
-    let (meta, cached, recorded) = match app.cache.fresh(&key) {
-        Some((meta, body)) => (meta, Some(body), false),
-        None => {
-            // The recorded size and checksum are the truth; a node is only
-            // asked for a file stored before records existed.
-            let record = app.meta.file_record(&key).await.map_err(html_err)?;
-            let meta = match &record {
-                Some(r) => ObjectMeta {
-                    key: key.clone(),
-                    size: r.size,
-                    sha256: r.sha256,
-                },
-                None => app.content.head(&key).await.map_err(html_err)?,
-            };
-            let cached = app.cache.revalidate(&meta);
-            (meta, cached, record.is_some())
-        }
-    };
+    let key = content_key(tail.as_str())?;
+    let found = find_content(&app, &key).await?;
+    let meta = &found.meta;
     let etag = format!("\"{}\"", meta.sha256.to_hex());
-    let cache = if [".mpd", ".m3u8"]
-        .iter()
-        .any(|m| key.file().as_str().ends_with(m))
-    {
-        "public, max-age=10"
-    } else {
-        "public, max-age=31536000, immutable"
-    };
-    let builder = || {
-        Response::builder()
-            .header(header::CONTENT_TYPE, content_type(key.file().as_str()))
-            .header(header::ETAG, &etag)
-            .header(header::CACHE_CONTROL, cache)
-            .header(header::ACCEPT_RANGES, "bytes")
-    };
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|inm| none_match_hits(inm, &etag))
     {
         return respond(
-            builder().status(StatusCode::NOT_MODIFIED),
+            content_builder(&key, &etag).status(StatusCode::NOT_MODIFIED),
             warp::reply().into_response(),
         );
     }
@@ -290,22 +191,19 @@ pub async fn content(
         Some(tag) if tag.trim() != etag => None,
         _ => headers.get(header::RANGE).and_then(|h| h.to_str().ok()),
     };
-    let range = match parse_range(range_header, meta.size) {
-        Ok(r) => r,
-        Err(()) => {
-            return respond(
-                Response::builder()
-                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .header(header::CONTENT_RANGE, format!("bytes */{}", meta.size)),
-                warp::reply().into_response(),
-            );
-        }
+    let Ok(range) = parse_range(range_header, meta.size) else {
+        return respond(
+            Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{}", meta.size)),
+            warp::reply().into_response(),
+        );
     };
     let (status, span) = match &range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.clone()),
         None => (StatusCode::OK, 0..meta.size),
     };
-    let mut b = builder()
+    let mut b = content_builder(&key, &etag)
         .status(status)
         .header(header::CONTENT_LENGTH, span.end - span.start);
     if range.is_some() {
@@ -317,22 +215,117 @@ pub async fn content(
     if method == Method::HEAD {
         return respond(b, warp::reply().into_response());
     }
-    let whole = match cached {
+    let body = content_body(&app, &key, found, range, span).await?;
+    respond(b, body)
+}
+
+/// The key of `/content/<videoId>/<filename>`, from the path after
+/// `/content/`.
+fn content_key(tail: &str) -> Result<ContentKey, Rejection> {
+    let (v, f) = tail.split_once('/').unwrap_or((tail, ""));
+    if f.is_empty() {
+        return Err(html_err(Error::invalid(
+            "content path",
+            tail,
+            "expected /content/<videoId>/<filename>",
+        )));
+    }
+    ContentKey::from_parts(v, f).map_err(html_err)
+}
+
+/// A content file's size and checksum, and its bytes if memory has them.
+struct Found {
+    meta: ObjectMeta,
+    cached: Option<Bytes>,
+    /// Whether a file record vouches for it (then no copy is a 502).
+    recorded: bool,
+}
+
+/// What is known of `key`: from memory if checked recently; otherwise
+/// from its record (the truth: a node is only asked for a file stored
+/// before records existed), checking what memory holds against it.
+async fn find_content(app: &App, key: &ContentKey) -> Result<Found, Rejection> {
+    if let Some((meta, body)) = app.cache.fresh(key) {
+        return Ok(Found {
+            meta,
+            cached: Some(body),
+            recorded: false,
+        });
+    }
+    let record = app.meta.file_record(key).await.map_err(html_err)?;
+    let meta = match &record {
+        Some(r) => ObjectMeta {
+            key: key.clone(),
+            size: r.size,
+            sha256: r.sha256,
+        },
+        None => app.content.head(key).await.map_err(html_err)?,
+    };
+    let cached = app.cache.revalidate(&meta);
+    Ok(Found {
+        meta,
+        cached,
+        recorded: record.is_some(),
+    })
+}
+
+/// The headers every answer about `key` carries.
+fn content_builder(key: &ContentKey, etag: &str) -> warp::http::response::Builder {
+    // A manifest may be rewritten (a new generation has its own names, but
+    // a manifest is looked up by name); everything else never changes.
+    let cache = if [".mpd", ".m3u8"]
+        .iter()
+        .any(|m| key.file().as_str().ends_with(m))
+    {
+        "public, max-age=10"
+    } else {
+        "public, max-age=31536000, immutable"
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type(key.file().as_str()))
+        .header(header::ETAG, etag)
+        .header(header::CACHE_CONTROL, cache)
+        .header(header::ACCEPT_RANGES, "bytes")
+}
+
+/// The bytes `span` of a found file: from memory when it is small enough to
+/// keep there, else streamed from the store.
+async fn content_body(
+    app: &App,
+    key: &ContentKey,
+    found: Found,
+    range: Option<std::ops::Range<u64>>,
+    span: std::ops::Range<u64>,
+) -> Result<warp::reply::Response, Rejection> {
+    let whole = match found.cached {
         Some(body) => Some(body),
-        None if app.cache.admits(meta.size) => Some(fetch_whole(&app, &meta, recorded).await?),
+        None if app.cache.admits(found.meta.size) => {
+            Some(fetch_whole(app, &found.meta, found.recorded).await?)
+        }
         None => None,
     };
     if let Some(body) = whole {
         let part = body.slice(span.start as usize..span.end as usize);
         app.metrics.add_bytes_served(part.len() as u64);
-        return respond(b, warp::reply::Response::new(part.into()));
+        return Ok(warp::reply::Response::new(part.into()));
     }
+    stream_content(app, key, &found.meta, range, found.recorded).await
+}
+
+/// Streams `range` of a file from the store, checked against `meta`.
+async fn stream_content(
+    app: &App,
+    key: &ContentKey,
+    meta: &ObjectMeta,
+    range: Option<std::ops::Range<u64>>,
+    recorded: bool,
+) -> Result<warp::reply::Response, Rejection> {
     let got = app
         .content
         .get(
-            &key,
+            key,
             GetOptions {
-                range: range.clone(),
+                range,
                 expected_sha256: Some(meta.sha256),
             },
         )
@@ -364,10 +357,7 @@ pub async fn content(
             }
         }
     });
-    respond(
-        b,
-        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response(),
-    )
+    Ok(warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response())
 }
 
 /// A file served by its record that no store holds is lost bytes, a server
@@ -434,38 +424,25 @@ fn respond(b: warp::http::response::Builder, mut body: warp::reply::Response) ->
     Ok(body)
 }
 
-/// Query of `GET /api/videos`.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    /// Page size (default 100, at most 1000).
-    pub limit: Option<usize>,
-    /// The `next` value of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// `GET /api/videos`.
+/// `GET /api/videos`: a page of videos, newest first; `?q=` finds those
+/// whose title or description has the words, `?cursor=` continues after a
+/// page, `?limit=` (1 to 1000, default 100) sizes it.
 pub async fn api_list(q: ListQuery, app: App) -> Reply_ {
-    let page = app
-        .meta
-        .list_videos(PageRequest {
-            limit: q.limit.unwrap_or(100),
-            cursor: q.cursor,
-        })
-        .await
-        .map_err(json_err)?;
-    let mut videos: Vec<VideoJson> = page.videos.iter().map(VideoJson::from).collect();
+    let request = search_request(&q, 100).map_err(json_err)?;
+    let page = app.meta.search_videos(&request).await.map_err(json_err)?;
+    let mut items: Vec<VideoJson> = page.videos.iter().map(VideoJson::from).collect();
     // Which have HLS, 16 lookups at a time.
-    let mut hls = Vec::with_capacity(videos.len());
+    let mut hls = Vec::with_capacity(items.len());
     for some in page.videos.chunks(16) {
         let found = futures::future::try_join_all(some.iter().map(|v| hls_manifest(&app, v)));
         hls.extend(found.await.map_err(json_err)?);
     }
-    for (json, hls) in videos.iter_mut().zip(hls) {
+    for (json, hls) in items.iter_mut().zip(hls) {
         json.hls_manifest = hls;
     }
     Ok(warp::reply::json(&VideoListJson {
-        videos,
-        next: page.next,
+        items,
+        next_cursor: page.next.as_ref().map(PageCursor::encode),
     })
     .into_response())
 }
@@ -574,82 +551,7 @@ pub async fn metrics(app: App) -> Reply_ {
         let _ = writeln!(extra, "tritontube_ring_epoch {}", n.placement().epoch);
     }
     if let Some(h) = &app.health {
-        extra.push_str(
-            "# HELP tritontube_node_up Storage node liveness (1 up, 0.5 suspect, 0 down).\n",
-        );
-        extra.push_str("# TYPE tritontube_node_up gauge\n");
-        // Only members (and a running change's nodes) have series: a removed
-        // node's disappear, and a refused add never shows up.
-        let snap = match &app.network {
-            Some(n) => h.snapshot_of(&n.placement().all_nodes()),
-            None => h.snapshot(),
-        };
-        for (addr, n) in &snap {
-            let v = match n.state {
-                crate::cluster::Liveness::Up => 1.0,
-                crate::cluster::Liveness::Suspect => 0.5,
-                crate::cluster::Liveness::Down => 0.0,
-            };
-            let _ = writeln!(extra, "tritontube_node_up{{node=\"{addr}\"}} {v}");
-        }
-        extra.push_str(
-            "# HELP tritontube_node_state_since_seconds Unix time of the node's last liveness change.\n",
-        );
-        extra.push_str("# TYPE tritontube_node_state_since_seconds gauge\n");
-        for (addr, n) in &snap {
-            let since = n
-                .since
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            let _ = writeln!(
-                extra,
-                "tritontube_node_state_since_seconds{{node=\"{addr}\",state=\"{}\"}} {since:.3}",
-                n.state.name()
-            );
-        }
-        extra.push_str("# HELP tritontube_hinted_writes_total Writes sent to a stand-in because an owner was down.\n");
-        extra.push_str("# TYPE tritontube_hinted_writes_total counter\n");
-        let _ = writeln!(extra, "tritontube_hinted_writes_total {}", h.hints());
-        extra.push_str("# HELP tritontube_bad_copies_total Copies whose bytes disagreed with the recorded checksum, met by reads (another copy was served, and a repair queued).\n");
-        extra.push_str("# TYPE tritontube_bad_copies_total counter\n");
-        let _ = writeln!(extra, "tritontube_bad_copies_total {}", h.bad_copies());
-        extra.push_str("# HELP tritontube_node_quarantined_files Files a storage node moved to quarantine (bytes that no longer matched), as its last Health answer said.\n");
-        extra.push_str("# TYPE tritontube_node_quarantined_files gauge\n");
-        for (addr, n) in &snap {
-            let _ = writeln!(
-                extra,
-                "tritontube_node_quarantined_files{{node=\"{addr}\"}} {}",
-                n.quarantined
-            );
-        }
-        extra.push_str("# HELP tritontube_node_bad_copies_total Reads from a storage node that met bytes disagreeing with the recorded checksum.\n");
-        extra.push_str("# TYPE tritontube_node_bad_copies_total counter\n");
-        for (addr, n) in &snap {
-            let _ = writeln!(
-                extra,
-                "tritontube_node_bad_copies_total{{node=\"{addr}\"}} {}",
-                n.bad_copies
-            );
-        }
-        extra.push_str("# HELP tritontube_node_indexing_percent Index build progress of a storage node (100 when complete).\n");
-        extra.push_str("# TYPE tritontube_node_indexing_percent gauge\n");
-        for (addr, n) in &snap {
-            let _ = writeln!(
-                extra,
-                "tritontube_node_indexing_percent{{node=\"{addr}\"}} {}",
-                n.indexing.unwrap_or(100.0)
-            );
-        }
-        extra.push_str("# HELP tritontube_node_errors_total Failed requests to a storage node.\n");
-        extra.push_str("# TYPE tritontube_node_errors_total counter\n");
-        for (addr, n) in &snap {
-            let _ = writeln!(
-                extra,
-                "tritontube_node_errors_total{{node=\"{addr}\"}} {}",
-                n.errors
-            );
-        }
+        node_metrics(&mut extra, &app, h);
     }
     Ok(warp::reply::with_header(
         app.metrics.render(&extra),
@@ -657,6 +559,87 @@ pub async fn metrics(app: App) -> Reply_ {
         "text/plain; version=0.0.4",
     )
     .into_response())
+}
+
+/// The storage nodes' series of `/metrics`: liveness, hinted writes, bad
+/// copies, quarantine, indexing and errors.
+fn node_metrics(extra: &mut String, app: &App, h: &crate::cluster::HealthTracker) {
+    use std::fmt::Write;
+    extra
+        .push_str("# HELP tritontube_node_up Storage node liveness (1 up, 0.5 suspect, 0 down).\n");
+    extra.push_str("# TYPE tritontube_node_up gauge\n");
+    // Only members (and a running change's nodes) have series: a removed
+    // node's disappear, and a refused add never shows up.
+    let snap = match &app.network {
+        Some(n) => h.snapshot_of(&n.placement().all_nodes()),
+        None => h.snapshot(),
+    };
+    for (addr, n) in &snap {
+        let v = match n.state {
+            crate::cluster::Liveness::Up => 1.0,
+            crate::cluster::Liveness::Suspect => 0.5,
+            crate::cluster::Liveness::Down => 0.0,
+        };
+        let _ = writeln!(extra, "tritontube_node_up{{node=\"{addr}\"}} {v}");
+    }
+    extra.push_str(
+        "# HELP tritontube_node_state_since_seconds Unix time of the node's last liveness change.\n",
+    );
+    extra.push_str("# TYPE tritontube_node_state_since_seconds gauge\n");
+    for (addr, n) in &snap {
+        let since = n
+            .since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let _ = writeln!(
+            extra,
+            "tritontube_node_state_since_seconds{{node=\"{addr}\",state=\"{}\"}} {since:.3}",
+            n.state.name()
+        );
+    }
+    extra.push_str("# HELP tritontube_hinted_writes_total Writes sent to a stand-in because an owner was down.\n");
+    extra.push_str("# TYPE tritontube_hinted_writes_total counter\n");
+    let _ = writeln!(extra, "tritontube_hinted_writes_total {}", h.hints());
+    extra.push_str("# HELP tritontube_bad_copies_total Copies whose bytes disagreed with the recorded checksum, met by reads (another copy was served, and a repair queued).\n");
+    extra.push_str("# TYPE tritontube_bad_copies_total counter\n");
+    let _ = writeln!(extra, "tritontube_bad_copies_total {}", h.bad_copies());
+    extra.push_str("# HELP tritontube_node_quarantined_files Files a storage node moved to quarantine (bytes that no longer matched), as its last Health answer said.\n");
+    extra.push_str("# TYPE tritontube_node_quarantined_files gauge\n");
+    for (addr, n) in &snap {
+        let _ = writeln!(
+            extra,
+            "tritontube_node_quarantined_files{{node=\"{addr}\"}} {}",
+            n.quarantined
+        );
+    }
+    extra.push_str("# HELP tritontube_node_bad_copies_total Reads from a storage node that met bytes disagreeing with the recorded checksum.\n");
+    extra.push_str("# TYPE tritontube_node_bad_copies_total counter\n");
+    for (addr, n) in &snap {
+        let _ = writeln!(
+            extra,
+            "tritontube_node_bad_copies_total{{node=\"{addr}\"}} {}",
+            n.bad_copies
+        );
+    }
+    extra.push_str("# HELP tritontube_node_indexing_percent Index build progress of a storage node (100 when complete).\n");
+    extra.push_str("# TYPE tritontube_node_indexing_percent gauge\n");
+    for (addr, n) in &snap {
+        let _ = writeln!(
+            extra,
+            "tritontube_node_indexing_percent{{node=\"{addr}\"}} {}",
+            n.indexing.unwrap_or(100.0)
+        );
+    }
+    extra.push_str("# HELP tritontube_node_errors_total Failed requests to a storage node.\n");
+    extra.push_str("# TYPE tritontube_node_errors_total counter\n");
+    for (addr, n) in &snap {
+        let _ = writeln!(
+            extra,
+            "tritontube_node_errors_total{{node=\"{addr}\"}} {}",
+            n.errors
+        );
+    }
 }
 
 /// Query of an asset: `v`, the version the page named it by.

@@ -6,13 +6,18 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `GET /` | upload form and watch list, newest first |
-//! | `POST /upload` | multipart field `file` (and optional `id`, `title`); 303 to `/` |
+//! | `GET /` | upload form, search (`?q=`) and watch list, newest first (`?cursor=`: next page) |
+//! | `POST /upload` | multipart field `file` and optional `id`, `title`, `description`, in any order ([`upload`]); 303 to `/`, or 201 and JSON for a client asking for JSON |
 //! | `GET /videos/<id>` | the watch page (dash.js) |
 //! | `GET, HEAD /content/<id>/<file>` | a stored file, with `Range`, `ETag`, caching |
-//! | `GET /api/videos`, `GET /api/videos/<id>`, `DELETE /api/videos/<id>` | JSON API |
+//! | `GET /api/videos?q=&cursor=&limit=`, `GET /api/videos/<id>`, `DELETE /api/videos/<id>` | JSON API |
 //! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
-//! | `GET /static/dash.all.min.js`, `GET /favicon.ico` | the player and the favicon ([`assets`]) |
+//! | `GET /static/<file>`, `GET /favicon.ico` | the player, the site's style sheet and scripts, the favicon ([`assets`]) |
+//!
+//! Every answer carries a Content-Security-Policy that allows scripts and
+//! styles from this site only ([`pages::CONTENT_SECURITY_POLICY`]). Errors
+//! are JSON (`{"error": ...}`) under `/api/` and for a client that asks for
+//! JSON, and an HTML page with a way home otherwise.
 //!
 //! [`serve`] limits what clients can hold: see [`limits::ServeLimits`].
 
@@ -25,6 +30,7 @@ pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod pages;
+pub mod upload;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,8 @@ pub struct VideoJson {
     pub id: String,
     /// Its title.
     pub title: String,
+    /// Its description (empty if none).
+    pub description: String,
     /// Upload time, Unix milliseconds.
     pub uploaded_at_ms: i64,
     /// `uploaded`, `processing`, `ready` or `failed`.
@@ -54,6 +56,7 @@ impl From<&Video> for VideoJson {
         VideoJson {
             id: v.id.to_string(),
             title: v.title.clone(),
+            description: v.description.clone(),
             uploaded_at_ms: v.uploaded_at_ms,
             state: v.state.name(),
             progress,
@@ -77,9 +80,10 @@ impl From<&Video> for VideoJson {
 #[derive(Debug, Serialize)]
 pub struct VideoListJson {
     /// Newest first.
-    pub videos: Vec<VideoJson>,
-    /// Pass as `?cursor=` for the next page.
-    pub next: Option<String>,
+    pub items: Vec<VideoJson>,
+    /// Pass as `?cursor=` (with the same `q`) for the next page; `null` on
+    /// the last. Opaque.
+    pub next_cursor: Option<String>,
 }
 
 /// An error body.
