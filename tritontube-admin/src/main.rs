@@ -113,6 +113,24 @@ enum Command {
         /// The new weight.
         weight: f64,
     },
+    /// Follow a ring change to its end: the one running now, or one by its
+    /// job id (as `status` shows it), whichever web server runs it.
+    Watch {
+        /// Admin address of a web server.
+        server: String,
+        /// The change's job id; none: whatever change runs through this
+        /// server now.
+        job_id: Option<String>,
+    },
+    /// Cancel a ring change by its job id (as `status` shows it): it stops
+    /// copying and rolls back (the copies it made are deleted, the ring
+    /// stays as it was). Refused once the change has committed.
+    Cancel {
+        /// Admin address of a web server (any one of the cluster).
+        server: String,
+        /// The change's job id.
+        job_id: String,
+    },
     /// Reach a member at a new address (same node, same directory, same node
     /// id): its place on the ring and its files stay as they are, nothing is
     /// copied. Refused if the node there is not that member.
@@ -137,7 +155,9 @@ impl Command {
             | Command::Verify { server }
             | Command::Repair { server, .. }
             | Command::Weight { server, .. }
-            | Command::Move { server, .. } => server,
+            | Command::Move { server, .. }
+            | Command::Watch { server, .. }
+            | Command::Cancel { server, .. } => server,
         }
     }
 }
@@ -206,7 +226,44 @@ async fn run(cli: Cli) -> tritontube_core::Result<()> {
             Ok(())
         }
         Command::Verify { .. } => verify(&client, json).await,
+        Command::Watch { job_id, .. } => {
+            let out = client
+                .watch(job_id.as_deref(), |p| reporter.update(p))
+                .await;
+            reporter.finish();
+            let last = out?;
+            match json {
+                true => println!(
+                    "{}",
+                    json!({ "job_id": last.job_id, "message": last.message })
+                ),
+                false => println!("{}", last.message),
+            }
+            Ok(())
+        }
+        Command::Cancel { job_id, .. } => cancel(&client, json, &job_id).await,
     }
+}
+
+/// `cancel`: asks a ring change to stop and roll back.
+async fn cancel(client: &AdminClient, json: bool, id: &str) -> tritontube_core::Result<()> {
+    let job = client.cancel(id).await?;
+    if json {
+        println!(
+            "{}",
+            json!({ "job_id": job.job_id, "what": job.what, "cancel_requested": true })
+        );
+    } else {
+        println!(
+            "Cancelling ring change {} ({}): it stops and rolls back.",
+            job.job_id, job.what
+        );
+        println!(
+            "Follow it with: tritontube-admin watch SERVER {}",
+            job.job_id
+        );
+    }
+    Ok(())
 }
 
 /// `list`: the nodes in ring order (the course project's lines).
@@ -333,6 +390,14 @@ fn print_status_text(s: &StatusReport) {
             ""
         }
     );
+    if let Some(c) = &s.change {
+        let how = match c.outcome.as_str() {
+            "" if c.cancel_requested => "cancelling".to_string(),
+            "" => format!("running on {}", c.holder),
+            outcome => outcome.to_string(),
+        };
+        println!("Ring change {} ({}): {how}", c.job_id, c.what);
+    }
     println!(
         "{:<24} {:>6} {:>7} {:>11} {:>11} {:>7}",
         "NODE", "WEIGHT", "HEALTH", "FILES", "SIZE", "SHARE"

@@ -394,3 +394,23 @@ async fn a_bad_config_file_is_refused_before_anything_is_contacted() {
         r.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_and_watch_name_a_change_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let c = cluster(dir.path(), &stop).await;
+    for args in [
+        ["cancel", c.admin.as_str(), "c1-00000000"],
+        ["watch", c.admin.as_str(), "c1-00000000"],
+    ] {
+        let r = admin(dir.path(), &args).await;
+        assert!(!r.ok, "{args:?} fails");
+        assert!(
+            r.stderr.contains("not found: ring change c1-00000000"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    stop.cancel();
+}

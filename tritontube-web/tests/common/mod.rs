@@ -203,7 +203,8 @@ pub async fn wait_ready(http: &str, id: &str) -> serde_json::Value {
     }
 }
 
-/// Every file of a video, as the manifest names them (plus the poster).
+/// Every file of a video, as the manifest names them (plus the poster and
+/// the HLS playlists).
 pub async fn files_of(http: &str, id: &str, v: &serde_json::Value) -> Vec<String> {
     let mpd = reqwest::get(format!("http://{http}/content/{id}/manifest.mpd"))
         .await
@@ -222,9 +223,24 @@ pub async fn files_of(http: &str, id: &str, v: &serde_json::Value) -> Vec<String
     if v["has_audio"] == true {
         all_reps.push(reps.len().to_string());
     }
-    // Count segments from the SegmentTimeline: each <S> with r="n" repeats.
-    let segments = mpd.matches("<S ").count().max(1);
-    let _ = segments;
+    // The HLS playlists: the master and the media playlists it names.
+    if let Some(master) = v["hls_manifest"].as_str() {
+        let text = reqwest::get(format!("http://{http}{master}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        files.push(master.rsplit('/').next().unwrap().to_string());
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if !line.starts_with('#') {
+                files.push(line.to_string());
+            } else if let Some(uri) = line.split("URI=\"").nth(1) {
+                files.push(uri.split('"').next().unwrap().to_string());
+            }
+        }
+    }
+    assert!(mpd.contains("<MPD"), "a manifest: {mpd}");
     for r in &all_reps {
         files.push(format!("init-{r}.m4s"));
         let mut n = 1;
