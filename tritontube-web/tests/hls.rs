@@ -128,15 +128,26 @@ async fn check_hls(http: &str, v: &Value) -> BTreeSet<String> {
 /// past 1.5 s, with no error from hls.js or the `<video>`.
 async fn play_with_hls_js(browser: &Browser, http: &str, master: &str) -> Value {
     // hls.js fetches the playlists by XHR, so the test page is written into
-    // a document of the server's origin (its plain 404 page: no scripts).
+    // a document of the server's origin (its 404 page). That page's
+    // Content-Security-Policy allows the site's own scripts only, so the
+    // page loads hls.js from the server and the test then drives it.
     browser
         .goto(&format!("http://{http}/videos/no-such-video-hls-test-page"))
         .await;
-    let page = format!(
-        r#"<!doctype html><title>hls.js</title><video id="v" muted playsinline></video>
-<script src="/static/hls.min.js"></script>
-<script>
-window.errors = [];
+    let page = r#"<!doctype html><title>hls.js</title><video id="v" muted playsinline></video>
+<script src="/static/hls.min.js"></script>"#;
+    let write = format!(
+        "document.open(); document.write({}); document.close(); return true;",
+        serde_json::to_string(page).unwrap()
+    );
+    browser.eval(&write).await;
+    let loaded = Instant::now() + Duration::from_secs(10);
+    while browser.eval("return typeof Hls;").await != "function" {
+        assert!(Instant::now() < loaded, "hls.js did not load");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = format!(
+        r#"window.errors = [];
 const v = document.getElementById('v');
 v.addEventListener('error', () => window.errors.push('video error ' + (v.error && v.error.code)));
 if (!Hls.isSupported()) window.errors.push('Hls.isSupported() is false');
@@ -145,13 +156,9 @@ hls.on(Hls.Events.ERROR, (e, d) => window.errors.push(d.type + ': ' + d.details 
 hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {{ window.levels = d.levels.length; v.play(); }});
 hls.loadSource('{master}');
 hls.attachMedia(v);
-</script>"#
+return true;"#
     );
-    let write = format!(
-        "document.open(); document.write({}); document.close(); return true;",
-        serde_json::to_string(&page).unwrap()
-    );
-    browser.eval(&write).await;
+    browser.eval(&start).await;
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let st = browser
@@ -237,7 +244,7 @@ async fn hls_beside_dash_parses_and_plays_with_hls_js() {
     let listed = get_ok(&format!("http://{http}/api/videos")).await;
     let listed: Value = listed.json().await.unwrap();
     assert_eq!(
-        listed["videos"][0]["hls_manifest"],
+        listed["items"][0]["hls_manifest"],
         "/content/hls/master.m3u8"
     );
     let r = reqwest::get(format!("http://{http}/content/hls/g7-master.m3u8"))
@@ -322,7 +329,7 @@ async fn the_watch_page_falls_back_to_native_hls_and_old_videos_keep_dash() {
         .await
         .unwrap();
     let by_id = |id: &str| {
-        list["videos"]
+        list["items"]
             .as_array()
             .unwrap()
             .iter()
