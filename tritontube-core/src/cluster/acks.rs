@@ -13,7 +13,7 @@ impl ClusterManager {
     /// Keeps the data plane routed by the stored cluster state, following
     /// changes made by other processes, until `shutdown` resolves; and
     /// acknowledges the state it routes by (renewed every third of
-    /// [`ManagerConfig::ack_ttl`]), so ring changes wait for this server.
+    /// [`ManagerConfig::ack_ttl`](super::ManagerConfig::ack_ttl)), so ring changes wait for this server.
     /// Writes are refused once the acknowledgement lapses (the metadata
     /// store out of reach), until it is renewed.
     pub async fn follow(&self, shutdown: impl std::future::Future<Output = ()>) {

@@ -15,9 +15,9 @@ impl ClusterManager {
     /// Checks that every stored file belongs to a video, that every other
     /// file is on exactly its owners, and that every copy matches the size
     /// and SHA-256 recorded when it was stored. Orphans (see the module
-    /// docs) are reported once each as [`Problem::Orphan`], never as
+    /// docs) are reported once each as [`Problem::Orphan`](super::Problem::Orphan), never as
     /// missing, surplus or lost; a file whose video record cannot be read as
-    /// [`Problem::Unchecked`]. Works range by range, several at once, in
+    /// [`Problem::Unchecked`](super::Problem::Unchecked). Works range by range, several at once, in
     /// bounded memory (but for the problems found), reading each video's
     /// record once per run while a bounded cache holds it.
     pub async fn verify(&self) -> Result<VerifyReport> {

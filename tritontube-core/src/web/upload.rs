@@ -1,7 +1,7 @@
 //! `POST /upload`: a multipart form with the field `file` and, in any order
 //! around it, the optional text fields `id`, `title` and `description`.
 //!
-//! The file goes to the spool as it arrives ([`Ingest::stage`]), so the
+//! The file goes to the spool as it arrives ([`Ingest::stage`](crate::ingest::Ingest::stage)), so the
 //! fields may come before or after it; the id is decided once the whole
 //! form is read:
 //!
