@@ -61,122 +61,166 @@ pub async fn run_healer(
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Something was down (or written as a hinted copy) since the last repair.
-    let mut dirty = false;
-    // The set of down nodes the last re-replication worked around.
-    let mut healed_for: BTreeSet<NodeAddr> = BTreeSet::new();
-    let mut hints_seen = tracker.hints();
-    let mut quarantined_seen = tracker.quarantined_total();
-    let mut last_resume = tokio::time::Instant::now();
+    let mut healer = Healer {
+        dirty: false,
+        healed_for: BTreeSet::new(),
+        hints_seen: tracker.hints(),
+        quarantined_seen: tracker.quarantined_total(),
+        last_resume: tokio::time::Instant::now(),
+        manager,
+        tracker,
+        config,
+    };
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => healer.tick().await,
         }
-        let state = match manager.state().await {
+    }
+}
+
+/// What the healer remembers between two looks.
+struct Healer {
+    manager: ClusterManager,
+    tracker: Arc<HealthTracker>,
+    config: HealConfig,
+    /// Something was down (or written as a hinted copy) since the last
+    /// repair.
+    dirty: bool,
+    /// The set of down nodes the last re-replication worked around.
+    healed_for: BTreeSet<NodeAddr>,
+    hints_seen: u64,
+    quarantined_seen: u64,
+    last_resume: tokio::time::Instant,
+}
+
+impl Healer {
+    async fn tick(&mut self) {
+        let state = match self.manager.state().await {
             Ok(s) => s.value,
             Err(e) => {
                 tracing::debug!(error = %e, "healer cannot read the cluster state");
-                continue;
+                return;
             }
         };
         if state.pending.is_some() || state.previous.is_some() {
-            // A change under way, or one nobody runs any more (its server
-            // died, its clean-up failed): resume the latter.
-            if last_resume.elapsed() >= RESUME_EVERY {
-                last_resume = tokio::time::Instant::now();
-                match manager.resume_abandoned().await {
-                    Ok(true) => tracing::info!("an abandoned ring change was resumed"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "resuming an abandoned ring change failed; retrying")
-                    }
-                }
-            }
-            continue;
+            self.resume_abandoned().await;
+            return;
         }
         if state.nodes.iter().any(|n| n.id.is_empty())
-            && let Err(e) = manager.record_member_ids().await
+            && let Err(e) = self.manager.record_member_ids().await
         {
             tracing::debug!(error = %e, "could not record member ids yet");
         }
-        // Bad copies met by reads: repair exactly those files now.
-        let queued = tracker.take_repair_queue();
-        if !queued.is_empty() {
-            match manager.repair_keys(&queued).await {
-                Ok(n) => tracing::info!(
-                    files = queued.len(),
-                    copies = n,
-                    "bad copies rewritten from good ones"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "targeted repair failed; the next full repair retries")
-                }
-            }
-        }
-        // Copies a node's scrubber quarantined: a full repair restores them.
-        let quarantined = tracker.quarantined_total();
-        if quarantined > quarantined_seen {
-            dirty = true;
+        self.repair_queued().await;
+        // Copies a node's scrubber quarantined, or hinted writes: a full
+        // repair restores them.
+        if self.tracker.quarantined_total() > self.quarantined_seen
+            || self.tracker.hints() != self.hints_seen
+        {
+            self.dirty = true;
         }
         let down: BTreeSet<NodeAddr> = state
             .nodes
             .iter()
-            .filter(|n| tracker.is_down(&n.addr))
+            .filter(|n| self.tracker.is_down(&n.addr))
             .map(|n| n.addr.clone())
             .collect();
-        if tracker.hints() != hints_seen {
-            dirty = true;
-        }
         if !down.is_empty() {
-            dirty = true;
-            let Some(after) = config.rereplicate_after else {
-                continue;
-            };
-            let now = SystemTime::now();
-            let overdue = down.iter().any(|n| {
-                tracker
-                    .down_since(n)
-                    .and_then(|since| now.duration_since(since).ok())
-                    .is_some_and(|d| d >= after)
-            });
-            if !overdue || down == healed_for {
-                continue;
+            self.dirty = true;
+            self.rereplicate(down).await;
+        } else if self.dirty {
+            self.hand_back().await;
+        }
+    }
+
+    /// A change under way, or one nobody runs any more (its server died,
+    /// its clean-up failed): resumes the latter, every [`RESUME_EVERY`].
+    async fn resume_abandoned(&mut self) {
+        if self.last_resume.elapsed() < RESUME_EVERY {
+            return;
+        }
+        self.last_resume = tokio::time::Instant::now();
+        match self.manager.resume_abandoned().await {
+            Ok(true) => tracing::info!("an abandoned ring change was resumed"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "resuming an abandoned ring change failed; retrying")
             }
-            let names: Vec<&str> = down.iter().map(|n| n.as_str()).collect();
-            tracing::warn!(down = ?names, "storage nodes down too long: re-replicating from the surviving copies");
-            match manager.rereplicate(&down).await {
-                Ok(copies) => {
-                    tracing::info!(
-                        copies,
-                        "re-replication done: every file has its copies on live nodes"
-                    );
-                    healed_for = down;
-                }
-                Err(Error::Locked { holder }) => {
-                    tracing::debug!(holder, "admin lock busy; re-replication waits");
-                }
-                Err(e) => tracing::warn!(error = %e, "re-replication failed; retrying"),
+        }
+    }
+
+    /// Bad copies met by reads: repairs exactly those files now.
+    async fn repair_queued(&self) {
+        let queued = self.tracker.take_repair_queue();
+        if queued.is_empty() {
+            return;
+        }
+        match self.manager.repair_keys(&queued).await {
+            Ok(n) => tracing::info!(
+                files = queued.len(),
+                copies = n,
+                "bad copies rewritten from good ones"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "targeted repair failed; the next full repair retries")
             }
-        } else if dirty {
-            let hints_before = tracker.hints();
-            let quarantined_before = tracker.quarantined_total();
-            match manager.repair().await {
-                Ok(copies) => {
-                    tracing::info!(
-                        copies,
-                        "every storage node answers: copies handed back to their owners"
-                    );
-                    dirty = false;
-                    healed_for.clear();
-                    hints_seen = hints_before;
-                    quarantined_seen = quarantined_before;
-                }
-                Err(Error::Locked { holder }) => {
-                    tracing::debug!(holder, "admin lock busy; hand-back waits");
-                }
-                Err(e) => tracing::warn!(error = %e, "handing copies back failed; retrying"),
+        }
+    }
+
+    /// Re-replicates around the nodes in `down` once one has been down for
+    /// [`HealConfig::rereplicate_after`] (once per set of down nodes).
+    async fn rereplicate(&mut self, down: BTreeSet<NodeAddr>) {
+        let Some(after) = self.config.rereplicate_after else {
+            return;
+        };
+        let now = SystemTime::now();
+        let overdue = down.iter().any(|n| {
+            self.tracker
+                .down_since(n)
+                .and_then(|since| now.duration_since(since).ok())
+                .is_some_and(|d| d >= after)
+        });
+        if !overdue || down == self.healed_for {
+            return;
+        }
+        let names: Vec<&str> = down.iter().map(|n| n.as_str()).collect();
+        tracing::warn!(down = ?names, "storage nodes down too long: re-replicating from the surviving copies");
+        match self.manager.rereplicate(&down).await {
+            Ok(copies) => {
+                tracing::info!(
+                    copies,
+                    "re-replication done: every file has its copies on live nodes"
+                );
+                self.healed_for = down;
             }
+            Err(Error::Locked { holder }) => {
+                tracing::debug!(holder, "admin lock busy; re-replication waits");
+            }
+            Err(e) => tracing::warn!(error = %e, "re-replication failed; retrying"),
+        }
+    }
+
+    /// Every member answers again: hands the copies written elsewhere back
+    /// to their owners.
+    async fn hand_back(&mut self) {
+        let hints_before = self.tracker.hints();
+        let quarantined_before = self.tracker.quarantined_total();
+        match self.manager.repair().await {
+            Ok(copies) => {
+                tracing::info!(
+                    copies,
+                    "every storage node answers: copies handed back to their owners"
+                );
+                self.dirty = false;
+                self.healed_for.clear();
+                self.hints_seen = hints_before;
+                self.quarantined_seen = quarantined_before;
+            }
+            Err(Error::Locked { holder }) => {
+                tracing::debug!(holder, "admin lock busy; hand-back waits");
+            }
+            Err(e) => tracing::warn!(error = %e, "handing copies back failed; retrying"),
         }
     }
 }

@@ -199,36 +199,31 @@ impl NetworkContentStore {
     }
 }
 
-#[async_trait]
-impl ContentStore for NetworkContentStore {
-    async fn put(
+impl NetworkContentStore {
+    /// Sends `body` to every target at once; a slow node slows the write
+    /// (bounded channels), it never makes it buffer the file. Returns each
+    /// target's put, and the body's own error if it failed.
+    async fn fan_out(
         &self,
+        targets: &[NodeAddr],
         key: &ContentKey,
         mut body: ByteStream,
-        opts: PutOptions,
-    ) -> Result<ObjectMeta> {
-        self.check_fence(key)?;
-        let targets = self.write_targets(key);
-        let needed = self.placement().replicas.min(targets.len()).max(1);
-        if targets.is_empty() {
-            return Err(Error::EmptyRing);
-        }
-        // Fan the body out to every target at once; a slow node slows the
-        // write (bounded channels), it never makes it buffer the file.
+        opts: &PutOptions,
+    ) -> (
+        Vec<tokio::task::JoinHandle<Result<ObjectMeta>>>,
+        Option<Error>,
+    ) {
         let mut senders = Vec::new();
         let mut calls = Vec::new();
-        for node in &targets {
+        for node in targets {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
             senders.push(Some(tx));
-            let client = self.client(node);
-            let key = key.clone();
-            let opts = opts.clone();
+            let (client, key, opts) = (self.client(node), key.clone(), opts.clone());
             calls.push(tokio::spawn(async move {
                 let body: ByteStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
                 client.put(&key, body, opts).await
             }));
         }
-        let mut body_error = None;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(b) => {
@@ -250,43 +245,47 @@ impl ContentStore for NetworkContentStore {
                             }))
                             .await;
                     }
-                    body_error = Some(e);
-                    break;
+                    return (calls, Some(e));
                 }
             }
         }
-        drop(senders);
-        let mut ok = None;
-        let mut succeeded = 0;
-        let mut failures = Vec::new();
-        let mut mismatch = None;
-        let mut full = Vec::new();
-        for (node, call) in targets.iter().zip(calls) {
-            let r = call
-                .await
-                .unwrap_or_else(|e| Err(Error::backend("network store", "write task failed", e)));
-            self.note(node, &r);
-            match r {
-                Ok(m) => {
-                    succeeded += 1;
-                    ok = Some(m);
+        (calls, None)
+    }
+}
+
+/// What the targets of one put answered.
+#[derive(Default)]
+struct PutOutcome {
+    ok: Option<ObjectMeta>,
+    succeeded: usize,
+    failures: Vec<(String, String)>,
+    mismatch: Option<String>,
+    full: Vec<Error>,
+}
+
+impl PutOutcome {
+    fn add(&mut self, node: &NodeAddr, r: Result<ObjectMeta>) {
+        match r {
+            Ok(m) => {
+                self.succeeded += 1;
+                self.ok = Some(m);
+            }
+            Err(e) => {
+                if matches!(e, Error::ChecksumMismatch { .. }) {
+                    self.mismatch = Some(e.to_string());
                 }
-                Err(e) => {
-                    if matches!(e, Error::ChecksumMismatch { .. }) {
-                        mismatch = Some(e.to_string());
-                    }
-                    failures.push((node.to_string(), e.to_string()));
-                    if matches!(e, Error::Full { .. }) {
-                        full.push(e);
-                    }
+                self.failures.push((node.to_string(), e.to_string()));
+                if matches!(e, Error::Full { .. }) {
+                    self.full.push(e);
                 }
             }
         }
-        if let Some(e) = body_error {
-            return Err(e);
-        }
-        if let Some(m) = mismatch
-            && succeeded == 0
+    }
+
+    /// The put's result: stored on at least `needed` nodes, or why not.
+    fn result(mut self, key: &ContentKey, opts: &PutOptions, needed: usize) -> Result<ObjectMeta> {
+        if let Some(m) = self.mismatch.take()
+            && self.succeeded == 0
         {
             return Err(Error::ChecksumMismatch {
                 key: key.to_string(),
@@ -294,50 +293,158 @@ impl ContentStore for NetworkContentStore {
                 actual: m,
             });
         }
-        if succeeded == 0 && !full.is_empty() && full.len() == failures.len() {
+        if self.succeeded == 0 && !self.full.is_empty() && self.full.len() == self.failures.len() {
             // Every node that should take the file is full: that, not a
             // missing replica, is what the caller must hear.
-            return Err(full.swap_remove(0));
+            return Err(self.full.swap_remove(0));
         }
-        match ok {
-            Some(m) if succeeded >= needed => Ok(m),
+        match self.ok {
+            Some(m) if self.succeeded >= needed => Ok(m),
             _ => Err(Error::InsufficientReplicas {
                 key: key.to_string(),
                 needed,
-                succeeded,
-                failures,
+                succeeded: self.succeeded,
+                failures: self.failures,
             }),
         }
+    }
+}
+
+/// A read that resumes from the next replica, at the byte where the
+/// serving one stopped, if it fails mid-stream.
+struct ResumingRead {
+    store: Arc<NetworkResume>,
+    key: ContentKey,
+    stream: ByteStream,
+    next_candidate: usize,
+    pos: u64,
+    end: u64,
+    retries: usize,
+}
+
+impl ResumingRead {
+    /// The next chunk; `None` at the end, an error when no replica could
+    /// go on.
+    async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
+        loop {
+            // A node that stops sending mid-file (stalled, not closed)
+            // counts as failed after the request timeout.
+            let next = match tokio::time::timeout(self.store.idle, self.stream.next()).await {
+                Ok(next) => next,
+                Err(_) => Some(Err(Error::Unavailable {
+                    what: format!("file {}", self.key),
+                    reason: format!("no data for {:?}", self.store.idle),
+                })),
+            };
+            match next {
+                Some(Ok(b)) => {
+                    self.pos += b.len() as u64;
+                    return Some(Ok(b));
+                }
+                None if self.pos >= self.end => return None,
+                None | Some(Err(_)) => {
+                    let bad = matches!(&next, Some(Err(Error::BadCopy { .. })));
+                    if let Err(e) = self.resume(bad).await {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Goes on from another replica holding the same bytes (`bad`: the
+    /// copy read so far turned out corrupt).
+    async fn resume(&mut self, bad: bool) -> Result<()> {
+        if bad
+            && let Some(node) = self
+                .store
+                .candidates
+                .get(self.next_candidate.saturating_sub(1))
+        {
+            self.store.health.record_bad_copy(node, &self.key);
+        }
+        while self.next_candidate < self.store.clients.len() && self.retries < 4 {
+            let c = &self.store.clients[self.next_candidate];
+            self.next_candidate += 1;
+            self.retries += 1;
+            let opts = GetOptions {
+                range: Some(self.pos..self.end),
+                expected_sha256: Some(self.store.sha),
+            };
+            if let Ok(g) = c.get(&self.key, opts).await
+                && g.meta.sha256 == self.store.sha
+            {
+                self.stream = g.stream;
+                return Ok(());
+            }
+        }
+        if bad {
+            // The bytes were there but wrong on every copy tried: a server
+            // fault (502), never a retry hint.
+            return Err(Error::BadCopy {
+                key: self.key.to_string(),
+                detail: format!("no intact copy left from byte {}", self.pos),
+            });
+        }
+        Err(Error::Unavailable {
+            what: format!("file {}", self.key),
+            reason: format!(
+                "stream broke at byte {} and no replica ({}) could resume it",
+                self.pos,
+                self.store
+                    .candidates
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+}
+
+#[async_trait]
+impl ContentStore for NetworkContentStore {
+    async fn put(
+        &self,
+        key: &ContentKey,
+        body: ByteStream,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
+        self.check_fence(key)?;
+        let targets = self.write_targets(key);
+        let needed = self.placement().replicas.min(targets.len()).max(1);
+        if targets.is_empty() {
+            return Err(Error::EmptyRing);
+        }
+        let (calls, body_error) = self.fan_out(&targets, key, body, &opts).await;
+        let mut outcome = PutOutcome::default();
+        for (node, call) in targets.iter().zip(calls) {
+            let r = call
+                .await
+                .unwrap_or_else(|e| Err(Error::backend("network store", "write task failed", e)));
+            self.note(node, &r);
+            outcome.add(node, r);
+        }
+        if let Some(e) = body_error {
+            return Err(e);
+        }
+        outcome.result(key, &opts, needed)
     }
 
     async fn get(&self, key: &ContentKey, opts: GetOptions) -> Result<GetResult> {
         let (index, first) = self.get_from(key, opts.clone(), 0).await?;
-        let meta = first.meta.clone();
-        let range = first.range.clone();
+        let (meta, range) = (first.meta.clone(), first.range.clone());
         // If the serving node fails mid-stream, resume from the next replica
         // at the byte where it stopped.
-        struct State {
-            store: Arc<NetworkResume>,
-            key: ContentKey,
-            stream: ByteStream,
-            next_candidate: usize,
-            pos: u64,
-            end: u64,
-            retries: usize,
-        }
-        let resume = Arc::new(NetworkResume {
-            health: self.health.clone(),
-            candidates: self.read_candidates(key),
-            clients: self
-                .read_candidates(key)
-                .iter()
-                .map(|n| self.client(n))
-                .collect(),
-            sha: meta.sha256,
-            idle: self.config.request_timeout,
-        });
-        let state = State {
-            store: resume,
+        let candidates = self.read_candidates(key);
+        let read = ResumingRead {
+            store: Arc::new(NetworkResume {
+                health: self.health.clone(),
+                clients: candidates.iter().map(|n| self.client(n)).collect(),
+                candidates,
+                sha: meta.sha256,
+                idle: self.config.request_timeout,
+            }),
             key: key.clone(),
             stream: first.stream,
             next_candidate: index + 1,
@@ -345,77 +452,12 @@ impl ContentStore for NetworkContentStore {
             end: range.end,
             retries: 0,
         };
-        let stream = futures::stream::unfold(Some(state), |st| async move {
+        let stream = futures::stream::unfold(Some(read), |st| async move {
             let mut st = st?;
-            loop {
-                // A node that stops sending mid-file (stalled, not closed)
-                // counts as failed after the request timeout.
-                let next = match tokio::time::timeout(st.store.idle, st.stream.next()).await {
-                    Ok(next) => next,
-                    Err(_) => Some(Err(Error::Unavailable {
-                        what: format!("file {}", st.key),
-                        reason: format!("no data for {:?}", st.store.idle),
-                    })),
-                };
-                match next {
-                    Some(Ok(b)) => {
-                        st.pos += b.len() as u64;
-                        return Some((Ok(b), Some(st)));
-                    }
-                    None if st.pos >= st.end => return None,
-                    None | Some(Err(_)) => {
-                        let bad = matches!(&next, Some(Err(Error::BadCopy { .. })));
-                        if bad
-                            && let Some(node) =
-                                st.store.candidates.get(st.next_candidate.saturating_sub(1))
-                        {
-                            st.store.health.record_bad_copy(node, &st.key);
-                        }
-                        // Find another replica holding the same bytes.
-                        let mut resumed = false;
-                        while st.next_candidate < st.store.clients.len() && st.retries < 4 {
-                            let c = &st.store.clients[st.next_candidate];
-                            st.next_candidate += 1;
-                            st.retries += 1;
-                            let opts = GetOptions {
-                                range: Some(st.pos..st.end),
-                                expected_sha256: Some(st.store.sha),
-                            };
-                            if let Ok(g) = c.get(&st.key, opts).await
-                                && g.meta.sha256 == st.store.sha
-                            {
-                                st.stream = g.stream;
-                                resumed = true;
-                                break;
-                            }
-                        }
-                        if !resumed && bad {
-                            // The bytes were there but wrong on every copy
-                            // tried: a server fault (502), never a retry hint.
-                            let e = Error::BadCopy {
-                                key: st.key.to_string(),
-                                detail: format!("no intact copy left from byte {}", st.pos),
-                            };
-                            return Some((Err(e), None));
-                        }
-                        if !resumed {
-                            let e = Error::Unavailable {
-                                what: format!("file {}", st.key),
-                                reason: format!(
-                                    "stream broke at byte {} and no replica ({}) could resume it",
-                                    st.pos,
-                                    st.store
-                                        .candidates
-                                        .iter()
-                                        .map(|c| c.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ),
-                            };
-                            return Some((Err(e), None));
-                        }
-                    }
-                }
+            match st.next_chunk().await {
+                Some(Ok(b)) => Some((Ok(b), Some(st))),
+                Some(Err(e)) => Some((Err(e), None)),
+                None => None,
             }
         });
         Ok(GetResult {

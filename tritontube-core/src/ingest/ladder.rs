@@ -167,7 +167,6 @@ pub fn ffmpeg_args(
     generation: u64,
 ) -> Vec<String> {
     let name = |base: &str| crate::metadata::generation_file_name(generation, base);
-    let rungs = &ladder.rungs;
     // Keyframes at the same instants in every rung, every 2 s of real frames,
     // so a player can switch rungs at any segment boundary.
     let gop = ((probe.fps * 2.0).round() as u32).max(1);
@@ -176,36 +175,7 @@ pub fn ffmpeg_args(
         .map(|s| s.to_string())
         .collect();
     a.extend(container::input_args(probe.container, input));
-    let n = rungs.len();
-    let crop = ladder
-        .crop
-        .map(|(w, h)| format!("crop={w}:{h},"))
-        .unwrap_or_default();
-    let mut filter = format!("[0:v]{crop}split={n}");
-    for i in 0..n {
-        filter.push_str(&format!("[s{i}]"));
-    }
-    for (i, r) in rungs.iter().enumerate() {
-        filter.push_str(&format!(
-            ";[s{i}]scale={}:{},setsar=1[v{i}]",
-            r.width, r.height
-        ));
-    }
-    a.extend(["-filter_complex".into(), filter]);
-    for (i, r) in rungs.iter().enumerate() {
-        a.extend([
-            "-map".into(),
-            format!("[v{i}]"),
-            format!("-c:v:{i}"),
-            "libx264".into(),
-            format!("-b:v:{i}"),
-            r.bitrate.to_string(),
-            format!("-maxrate:v:{i}"),
-            (r.bitrate * 3 / 2).to_string(),
-            format!("-bufsize:v:{i}"),
-            (r.bitrate * 2).to_string(),
-        ]);
-    }
+    a.extend(video_args(ladder));
     if probe.has_audio {
         a.extend(["-map", "0:a:0", "-c:a", "aac", "-b:a", "128k", "-ac", "2"].map(String::from));
     }
@@ -252,6 +222,43 @@ pub fn ffmpeg_args(
     a.extend(["-adaptation_sets", sets, "-progress", "pipe:1", "-nostats"].map(String::from));
     a.extend(["-seg_duration".into(), SEGMENT_SECS.to_string()]);
     a.push(out_dir.join(name("manifest.mpd")).display().to_string());
+    a
+}
+
+/// The video part of the command: one scaled rendition per rung, split
+/// from the (cropped) source, each with its bitrate.
+fn video_args(ladder: &Ladder) -> Vec<String> {
+    let rungs = &ladder.rungs;
+    let n = rungs.len();
+    let crop = ladder
+        .crop
+        .map(|(w, h)| format!("crop={w}:{h},"))
+        .unwrap_or_default();
+    let mut filter = format!("[0:v]{crop}split={n}");
+    for i in 0..n {
+        filter.push_str(&format!("[s{i}]"));
+    }
+    for (i, r) in rungs.iter().enumerate() {
+        filter.push_str(&format!(
+            ";[s{i}]scale={}:{},setsar=1[v{i}]",
+            r.width, r.height
+        ));
+    }
+    let mut a = vec!["-filter_complex".into(), filter];
+    for (i, r) in rungs.iter().enumerate() {
+        a.extend([
+            "-map".into(),
+            format!("[v{i}]"),
+            format!("-c:v:{i}"),
+            "libx264".into(),
+            format!("-b:v:{i}"),
+            r.bitrate.to_string(),
+            format!("-maxrate:v:{i}"),
+            (r.bitrate * 3 / 2).to_string(),
+            format!("-bufsize:v:{i}"),
+            (r.bitrate * 2).to_string(),
+        ]);
+    }
     a
 }
 
