@@ -146,6 +146,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
             data_dir: Some(opts.data_dir.join("ingest")),
             server_id: Some(server_id),
             lease: opts.job_lease,
+            shutdown: shutdown.clone(),
             ..IngestConfig::default()
         },
     )?;
@@ -161,8 +162,10 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         admin_token: Some(admin_token),
         uploads: Default::default(),
     };
+    let ingest = app.ingest.clone();
     serve_http(&opts, app, &shutdown).await?;
     shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), ingest.stopped()).await;
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }

@@ -260,3 +260,37 @@ async fn a_starting_server_takes_over_what_a_stopped_one_left() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shutdown_token_ends_every_transcoder_and_the_take_over_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta: Arc<dyn MetadataStore> =
+        Arc::new(SqliteMetadataStore::open(dir.path().join("meta.db")).unwrap());
+    let content: Arc<dyn ContentStore> =
+        Arc::new(LocalContentStore::open(dir.path().join("content"), Default::default()).unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let ingest = Ingest::start(
+        meta,
+        content,
+        IngestConfig {
+            data_dir: Some(dir.path().join("ingest")),
+            workers: 3,
+            shutdown: shutdown.clone(),
+            ..IngestConfig::default()
+        },
+    )
+    .unwrap();
+    // Running: its tasks do not end by themselves.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ingest.stopped())
+            .await
+            .is_err(),
+        "the tasks run until the shutdown"
+    );
+    let t = Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), ingest.stopped())
+        .await
+        .expect("every task exits once the shutdown is cancelled");
+    eprintln!("stopped {:?} after the shutdown", t.elapsed());
+}

@@ -82,6 +82,11 @@ pub struct IngestConfig {
     /// Times a job is started before it is failed as one that keeps
     /// interrupting its servers.
     pub max_attempts: u32,
+    /// The server's shutdown: once cancelled, the transcoders and the
+    /// take-over task exit ([`Ingest::stopped`] says when). A job running
+    /// then stops where it is (its ffmpeg is killed) and keeps its lease and
+    /// its spooled upload, so the next start runs it again at once.
+    pub shutdown: CancellationToken,
 }
 
 impl Default for IngestConfig {
@@ -94,6 +99,7 @@ impl Default for IngestConfig {
             server_id: None,
             lease: Duration::from_secs(30),
             max_attempts: 3,
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -191,6 +197,8 @@ struct Inner {
     queue: tokio::sync::mpsc::Sender<Job>,
     depth: AtomicUsize,
     jobs: Mutex<HashMap<VideoId, Running>>,
+    /// The transcoders and the take-over task, until they exit.
+    tasks: tokio_util::task::TaskTracker,
     /// Keeps the default temporary data directory alive.
     _temp: Option<tempfile::TempDir>,
 }
@@ -251,14 +259,16 @@ impl Ingest {
                 queue: tx,
                 depth: AtomicUsize::new(0),
                 jobs: Mutex::new(HashMap::new()),
+                tasks: tokio_util::task::TaskTracker::new(),
                 _temp: temp,
             }),
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let tasks = &me.inner.tasks;
         for _ in 0..me.inner.config.workers.max(1) {
-            let rx = rx.clone();
+            let (rx, stop) = (rx.clone(), me.inner.config.shutdown.clone());
             let worker = Arc::downgrade(&me.inner);
-            tokio::spawn(async move {
+            let transcode = async move {
                 loop {
                     let job = { rx.lock().await.recv().await };
                     let (Some(job), Some(inner)) = (job, worker.upgrade()) else {
@@ -268,14 +278,28 @@ impl Ingest {
                     me.inner.depth.fetch_sub(1, Ordering::SeqCst);
                     me.process(job).await;
                 }
+            };
+            tasks.spawn(async move {
+                // Stopping drops a job where it is: see `IngestConfig::shutdown`.
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = transcode => {}
+                }
             });
         }
         recover::spawn(&me);
+        tasks.close();
         // Whether ffmpeg can be tied to this process's life is found by
         // running a program once: do it now, off the async threads, rather
         // than inside the first job's `command()`.
         drop(tokio::task::spawn_blocking(ffmpeg::has_setpriv));
         Ok(me)
+    }
+
+    /// Waits until the transcoders and the take-over task have exited,
+    /// which they do once [`IngestConfig::shutdown`] is cancelled.
+    pub async fn stopped(&self) {
+        self.inner.tasks.wait().await;
     }
 
     /// Uploads waiting for or in transcoding.

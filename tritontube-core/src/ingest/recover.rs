@@ -23,7 +23,8 @@ const FOREIGN_JOB_PATIENCE: i64 = 3;
 /// earlier run of this server left, and sort out the spool.
 pub(super) fn spawn(me: &Ingest) {
     let weak = Arc::downgrade(&me.inner);
-    tokio::spawn(async move {
+    let stop = me.inner.config.shutdown.clone();
+    let work = async move {
         let mut first = true;
         loop {
             let Some(inner) = weak.upgrade() else { return };
@@ -40,6 +41,12 @@ pub(super) fn spawn(me: &Ingest) {
             let period = (me.inner.config.lease / 3).max(Duration::from_millis(100));
             drop(me);
             tokio::time::sleep(period).await;
+        }
+    };
+    me.inner.tasks.spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = work => {}
         }
     });
 }
