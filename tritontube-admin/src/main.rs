@@ -13,7 +13,7 @@ use indicatif::{HumanBytes, HumanCount};
 use progress::Reporter;
 use serde_json::json;
 use tritontube_core::admin::{AdminClient, ChangeOutcome, RepairOutcome, StatusReport};
-use tritontube_core::proto::cluster::NodeStatus;
+use tritontube_core::proto::cluster::{NodeLiveness, NodeStatus};
 use tritontube_core::shutdown::LogFormat;
 
 #[derive(Parser)]
@@ -361,7 +361,7 @@ fn print_status_json(s: &StatusReport) {
         .iter()
         .map(|n| {
             json!({
-                "address": n.address, "weight": n.weight, "health": n.health,
+                "address": n.address, "weight": n.weight, "health": n.health().label(),
                 "last_error": n.last_error, "health_since_ms": n.health_since_ms,
                 "file_count": n.file_count,
                 "total_bytes": n.total_bytes, "ring_share": n.ring_share, "pending": n.pending,
@@ -407,7 +407,7 @@ fn print_status_text(s: &StatusReport) {
             "{:<24} {:>6.2} {:>7} {:>11} {:>11} {:>6.1}%{}",
             n.address,
             n.weight,
-            n.health,
+            n.health().label(),
             HumanCount(n.file_count).to_string(),
             HumanBytes(n.total_bytes).to_string(),
             n.ring_share * 100.0,
@@ -432,14 +432,14 @@ fn print_node_notes(n: &NodeStatus) {
     if n.indexed_percent < 100.0 {
         println!("    indexing {:.0}%", n.indexed_percent);
     }
-    if n.health != "up" && n.health_since_ms > 0 {
+    if n.health() != NodeLiveness::Up && n.health_since_ms > 0 {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         println!(
             "    {} for {:.1} s",
-            n.health,
+            n.health().label(),
             (now_ms - n.health_since_ms).max(0) as f64 / 1000.0
         );
     }
@@ -454,13 +454,13 @@ async fn verify(client: &AdminClient, json: bool) -> tritontube_core::Result<()>
     let v = client.verify().await?;
     let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
     for p in &v.problems {
-        *by_kind.entry(p.kind.as_str()).or_default() += 1;
+        *by_kind.entry(p.kind().label()).or_default() += 1;
     }
     if json {
         let problems: Vec<_> = v
             .problems
             .iter()
-            .map(|p| json!({ "key": p.key, "kind": p.kind, "node": p.node, "detail": p.detail }))
+            .map(|p| json!({ "key": p.key, "kind": p.kind().label(), "node": p.node, "detail": p.detail }))
             .collect();
         println!(
             "{}",
@@ -474,7 +474,13 @@ async fn verify(client: &AdminClient, json: bool) -> tritontube_core::Result<()>
             let counts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
             println!("Problems: {} ({})", v.problems.len(), counts.join(", "));
             for p in &v.problems {
-                println!("  {:<8} {} on {} {}", p.kind, p.key, p.node, p.detail);
+                println!(
+                    "  {:<8} {} on {} {}",
+                    p.kind().label(),
+                    p.key,
+                    p.node,
+                    p.detail
+                );
             }
         }
     }

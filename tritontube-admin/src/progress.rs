@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressStyle};
-use tritontube_core::proto::cluster::ChangeProgress;
+use tritontube_core::proto::cluster::{ChangePhase, ChangeProgress};
 
 /// What one progress message calls for.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,22 +39,22 @@ impl View {
                 )
             }
         };
-        match p.phase.as_str() {
-            "planning" if p.files_total == 0 => {
+        match p.phase() {
+            ChangePhase::Planning if p.files_total == 0 => {
                 return View::Waiting("finding the files that move…".into());
             }
-            "copying" if p.files_total == 0 => {
+            ChangePhase::Copying if p.files_total == 0 => {
                 return View::Waiting("no files to copy so far; still planning…".into());
             }
-            "planning" | "copying" => {}
-            "committing" => {
+            ChangePhase::Planning | ChangePhase::Copying => {}
+            ChangePhase::Committing => {
                 return View::Waiting(format!("{}writing the new membership…", copied()));
             }
-            "cleaning" => {
+            ChangePhase::Cleaning => {
                 return View::Waiting(format!("{}deleting copies no longer owned…", copied()));
             }
-            "done" => return View::Waiting(format!("{}done", copied())),
-            other => return View::Waiting(format!("{other}…")),
+            ChangePhase::Done => return View::Waiting(format!("{}done", copied())),
+            other => return View::Waiting(format!("{}…", other.label())),
         }
         let files = format!(
             "{}/{} files",
@@ -82,10 +82,10 @@ impl View {
 /// One line for a log: the phase and, once known, files and bytes.
 fn line(p: &ChangeProgress) -> String {
     match View::of(p) {
-        View::Waiting(what) => format!("{}: {what}", p.phase),
+        View::Waiting(what) => format!("{}: {what}", p.phase().label()),
         View::Bar { files, .. } => format!(
             "{}: {files}, {} of {}",
-            p.phase,
+            p.phase().label(),
             HumanBytes(p.bytes_done),
             HumanBytes(p.bytes_total)
         ),
@@ -96,7 +96,7 @@ fn line(p: &ChangeProgress) -> String {
 pub struct Reporter {
     bar: Option<ProgressBar>,
     quiet: bool,
-    last_phase: String,
+    last_phase: ChangePhase,
     last_message: String,
     showing_bar: bool,
 }
@@ -115,7 +115,7 @@ impl Reporter {
         Reporter {
             bar,
             quiet,
-            last_phase: String::new(),
+            last_phase: ChangePhase::Unspecified,
             last_message: String::new(),
             showing_bar: false,
         }
@@ -124,7 +124,7 @@ impl Reporter {
     /// Shows one progress message.
     pub fn update(&mut self, p: &ChangeProgress) {
         if let Some(b) = &self.bar {
-            b.set_prefix(p.phase.clone());
+            b.set_prefix(p.phase().label());
             match View::of(p) {
                 View::Waiting(what) => {
                     b.set_message(what);
@@ -148,7 +148,7 @@ impl Reporter {
                     }
                 }
             }
-        } else if !self.quiet && p.phase != self.last_phase && p.phase != "done" {
+        } else if !self.quiet && p.phase() != self.last_phase && p.phase() != ChangePhase::Done {
             eprintln!("{}", line(p));
         }
         // What the server says along the way (orphans found, say), once,
@@ -159,7 +159,7 @@ impl Reporter {
                 None => eprintln!("{}", p.message),
             }
         }
-        self.last_phase.clone_from(&p.phase);
+        self.last_phase = p.phase();
         self.last_message.clone_from(&p.message);
     }
 
@@ -195,6 +195,8 @@ mod tests {
     use super::*;
 
     fn progress(phase: &str, files: (u64, u64), bytes: (u64, u64)) -> ChangeProgress {
+        let phase = ChangePhase::from_str_name(&format!("CHANGE_PHASE_{}", phase.to_uppercase()))
+            .expect("a phase");
         ChangeProgress {
             phase: phase.into(),
             files_done: files.0,

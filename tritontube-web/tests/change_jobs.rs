@@ -95,7 +95,7 @@ async fn a_change_cancelled_mid_copy_rolls_back_and_the_next_one_runs() {
             .await
             .expect("progress")
             .expect("the change ended before its copy got under way");
-        if p.phase == "copying" && p.files_done > 0 {
+        if p.phase().label() == "copying" && p.files_done > 0 {
             assert!(p.files_done < p.files_total, "cancelled mid-copy: {p:?}");
             assert!(p.job_id.starts_with('c'), "progress names its job: {p:?}");
             break p.job_id;
@@ -131,7 +131,7 @@ async fn a_change_cancelled_mid_copy_rolls_back_and_the_next_one_runs() {
     let unknown = admin.cancel("c1-00000000").await.unwrap_err().to_string();
     assert!(unknown.contains("not found"), "{unknown}");
     let watched = admin.watch(Some(&id), |_| {}).await.unwrap();
-    assert_eq!(watched.phase, "done");
+    assert_eq!(watched.phase().label(), "done");
     assert!(watched.message.contains("cancelled"), "{watched:?}");
 
     // The next change runs to its end, under a new id.

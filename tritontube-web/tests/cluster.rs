@@ -212,7 +212,7 @@ async fn a_web_server_killed_mid_migration_recovers_by_itself() {
     let change = tokio::spawn(async move {
         a2.add(&node, 0.0, move |p| {
             let _ = tx.send((
-                p.phase.clone(),
+                p.phase().label(),
                 p.files_done,
                 p.files_total,
                 p.job_id.clone(),

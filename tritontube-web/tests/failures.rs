@@ -254,7 +254,7 @@ async fn a_killed_node_costs_no_read_and_gets_its_copies_back() {
         .iter()
         .find(|n| n.address == victim)
         .expect("the dead node is listed");
-    assert_eq!(seen.health, "down");
+    assert_eq!(seen.health().label(), "down");
     assert!(!seen.last_error.is_empty() && seen.health_since_ms > 0);
 
     // An upload during the outage succeeds, with hinted copies.

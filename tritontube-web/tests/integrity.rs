@@ -61,7 +61,7 @@ async fn problems(admin: &AdminClient) -> Vec<(String, String, String)> {
         .unwrap()
         .problems
         .into_iter()
-        .map(|p| (p.kind, p.key, p.node))
+        .map(|p| (p.kind().label().to_string(), p.key, p.node))
         .collect();
     v.sort();
     v

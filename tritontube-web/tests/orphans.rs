@@ -121,7 +121,7 @@ impl Cluster {
             .unwrap()
             .problems
             .into_iter()
-            .map(|p| (p.kind, p.key))
+            .map(|p| (p.kind().label().to_string(), p.key))
             .collect();
         v.sort();
         v
@@ -355,10 +355,10 @@ async fn orphans_are_rechecked_after_the_grace_and_unreadable_records_delete_not
     let mut phases = BTreeSet::new();
     let started = Instant::now();
     let repair = c.admin.repair(Some(grace), |p| {
-        if p.phase == "grace" {
+        if p.phase().label() == "grace" {
             in_grace.notify_one();
         }
-        phases.insert(p.phase.clone());
+        phases.insert(p.phase().label());
     });
     let meanwhile = async {
         in_grace.notified().await;

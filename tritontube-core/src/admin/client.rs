@@ -319,7 +319,7 @@ impl AdminClient {
             last = Some(msg);
         }
         match last {
-            Some(m) if m.phase == "done" => Ok(m),
+            Some(m) if m.phase() == pb::ChangePhase::Done => Ok(m),
             _ => Err(Error::Unavailable {
                 what: format!("admin service at {}", self.server),
                 reason: "the progress stream ended before the change finished".into(),

@@ -13,6 +13,7 @@
 //! them: callers send `authorization: Bearer <token>`.
 
 mod client;
+mod states;
 mod watch;
 
 pub use client::{AdminClient, ChangeOutcome, RepairOutcome, StatusReport};
@@ -27,8 +28,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{
-    ClusterManager, DEFAULT_ORPHAN_GRACE, Liveness, Phase, Progress, RepairOptions, RepairReport,
-    ring_of,
+    ClusterManager, DEFAULT_ORPHAN_GRACE, Liveness, Progress, RepairOptions, RepairReport, ring_of,
 };
 use crate::error::Error;
 use crate::id::NodeAddr;
@@ -225,7 +225,7 @@ type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::ChangeProgress, Statu
 
 fn to_pb(p: &Progress) -> pb::ChangeProgress {
     pb::ChangeProgress {
-        phase: p.phase.name().into(),
+        phase: pb::ChangePhase::from(p.phase).into(),
         files_total: p.files_total,
         files_done: p.files_done,
         bytes_total: p.bytes_total,
@@ -279,7 +279,7 @@ where
                     let msg = match done {
                         Ok(Ok(outcome)) => {
                             let mut last = to_pb(&rx.borrow());
-                            last.phase = Phase::Done.name().into();
+                            last.set_phase(pb::ChangePhase::Done);
                             outcome.write_to(&mut last);
                             Ok(last)
                         }
@@ -292,7 +292,7 @@ where
                 changed = rx.changed() => {
                     if changed.is_err() { continue; }
                     let p = to_pb(&rx.borrow_and_update());
-                    if p.phase != Phase::Done.name() {
+                    if p.phase() != pb::ChangePhase::Done {
                         // A slow reader only misses intermediate updates.
                         let _ = tx.try_send(Ok(p));
                     }
@@ -343,7 +343,7 @@ impl ClusterAdmin for AdminService {
                 pb::NodeStatus {
                     address: entry.addr.to_string(),
                     weight: entry.weight,
-                    health: health.name().to_string(),
+                    health: pb::NodeLiveness::from(health).into(),
                     last_error,
                     health_since_ms: since
                         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -473,7 +473,7 @@ impl ClusterAdmin for AdminService {
                 .iter()
                 .map(|p| pb::Problem {
                     key: p.key().to_string(),
-                    kind: p.kind().into(),
+                    kind: pb::ProblemKind::from(p).into(),
                     node: p.node().to_string(),
                     detail: p.detail().to_string(),
                 })

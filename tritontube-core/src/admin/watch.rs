@@ -39,7 +39,7 @@ pub(super) fn running(manager: &Arc<ClusterManager>) -> ProgressStream {
     tokio::spawn(async move {
         loop {
             let p = to_pb(&rx.borrow_and_update());
-            let done = p.phase == Phase::Done.name() || p.phase == Phase::Idle.name();
+            let done = matches!(p.phase(), pb::ChangePhase::Done | pb::ChangePhase::Idle);
             if tx.send(Ok(p)).await.is_err() || done {
                 return;
             }
@@ -81,7 +81,9 @@ pub(super) async fn job(manager: &Arc<ClusterManager>, id: &str) -> Result<Progr
                 },
                 Err(e) => Err(Status::from(e)),
             };
-            let last = msg.as_ref().map_or(true, |m| m.phase == Phase::Done.name());
+            let last = msg
+                .as_ref()
+                .map_or(true, |m| m.phase() == pb::ChangePhase::Done);
             if tx.send(msg).await.is_err() || last {
                 return;
             }
@@ -106,7 +108,7 @@ fn recorded(c: &ChangeInfo, pending: bool, previous: bool) -> pb::ChangeProgress
         _ => (Phase::Cleaning, format!("{}: finishing", c.what)),
     };
     pb::ChangeProgress {
-        phase: phase.name().into(),
+        phase: pb::ChangePhase::from(phase).into(),
         message,
         job_id: c.id.clone(),
         ..Default::default()
