@@ -101,6 +101,26 @@ impl Browser {
         assert!(r.get("identifier").is_some(), "script not added: {r}");
     }
 
+    /// Makes the browser's link slow: `bytes_per_sec` each way and
+    /// `latency_ms` per request (Chromium's network emulation), as on a
+    /// poor connection.
+    pub async fn throttle(&self, bytes_per_sec: u64, latency_ms: u64) {
+        let enable = json!({"cmd": "Network.enable", "params": {}});
+        self.cmd(reqwest::Method::POST, "goog/cdp/execute", Some(enable))
+            .await;
+        let params = json!({
+            "offline": false,
+            "latency": latency_ms,
+            "downloadThroughput": bytes_per_sec,
+            "uploadThroughput": bytes_per_sec,
+        });
+        let body = json!({"cmd": "Network.emulateNetworkConditions", "params": params});
+        let r = self
+            .cmd(reqwest::Method::POST, "goog/cdp/execute", Some(body))
+            .await;
+        assert!(r.get("error").is_none(), "throttling refused: {r}");
+    }
+
     /// The value of `script` (a function body: `return ...;`) in the page.
     pub async fn eval(&self, script: &str) -> Value {
         self.cmd(
