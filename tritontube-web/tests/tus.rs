@@ -436,5 +436,76 @@ async fn the_home_page_uploads_through_tus() {
         log.contains(&expected),
         "the page sent the file's very bytes"
     );
+
+    // Cancel terminates: the upload is created, its PATCH held back by the
+    // page (as a slow network would), and Cancel removes it on the server.
+    browser.eval(HOLD_PATCHES).await;
+    browser.type_into("#upload-title", "Cancelled one").await;
+    browser
+        .type_into("#upload-file", &clip.display().to_string())
+        .await;
+    browser.click("#upload button[type=submit]").await;
+    let dir = tus_dir(root.path(), &web.addr);
+    let unfinished = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "bin")
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while unfinished() == 0 {
+        assert!(Instant::now() < deadline, "the page created no upload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.click("#uploads li:nth-child(2) button").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while unfinished() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "Cancel did not terminate the upload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = browser
+        .eval("return document.querySelector('#uploads li:nth-child(2) .status').textContent;")
+        .await;
+    assert_eq!(status, "Cancelled.");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ids: Vec<Value> = videos(&web.addr)
+        .await
+        .iter()
+        .map(|v| v["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [Value::from("Through-tus")],
+        "a cancelled upload makes no video"
+    );
     browser.quit().await;
 }
+
+/// Holds every PATCH the page sends for three seconds (dropped if the
+/// request is aborted meanwhile).
+const HOLD_PATCHES: &str = "
+    const open = XMLHttpRequest.prototype.open;
+    const send = XMLHttpRequest.prototype.send;
+    const abort = XMLHttpRequest.prototype.abort;
+    XMLHttpRequest.prototype.open = function (method, ...rest) {
+        this.heldMethod = method;
+        return open.call(this, method, ...rest);
+    };
+    XMLHttpRequest.prototype.abort = function () {
+        this.heldAborted = true;
+        return abort.call(this);
+    };
+    XMLHttpRequest.prototype.send = function (body) {
+        if (this.heldMethod !== 'PATCH') return send.call(this, body);
+        setTimeout(() => { if (!this.heldAborted) send.call(this, body); }, 3000);
+    };
+    return true;";
