@@ -260,7 +260,7 @@
 
   /// An upload the server took as video `id`.
   function accepted(row, id) {
-    row.done('Uploaded as “' + id + '”; processing.', false);
+    row.done(id ? 'Uploaded as “' + id + '”; processing.' : 'Uploaded; processing.', false);
     row.li.dataset.id = id;
     refresh();
   }

@@ -223,6 +223,28 @@ async fn a_cut_upload_resumes_across_a_restart_with_identical_bytes() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["tt-video-id"], id.as_str());
     assert_eq!(videos(&http).await.len(), 1, "one upload, one video");
+
+    // A server that stopped after syncing an upload's last byte, before
+    // handing it to ingest, leaves a complete file: the next HEAD hands it
+    // over and names the video.
+    let meta = format!("filename {},title {}", b64("clip.mp4"), b64("Second"));
+    let url2 = create(&http, len, &meta).await;
+    let key2 = url2.strip_prefix("/files/").unwrap();
+    std::fs::write(
+        tus_dir(root.path(), &http).join(format!("{key2}.bin")),
+        &source,
+    )
+    .unwrap();
+    let r = tus(&http, "HEAD", &url2).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["upload-offset"], len.to_string().as_str());
+    assert_eq!(r.headers()["tt-video-id"], "Second");
+    assert_eq!(
+        r.headers()["tt-upload-sha256"],
+        sha256_hex(&source).as_str()
+    );
+    wait_ready(&http, "Second").await;
+    assert_eq!(videos(&http).await.len(), 2);
     assert!(
         !tus_dir(root.path(), &http)
             .join(format!("{key}.bin"))

@@ -24,7 +24,8 @@
 //! `Tt-Video-Id` (the video it became) and `Tt-Upload-Sha256` (the SHA-256
 //! of the bytes handed to ingest). A file ingest refuses (not a video)
 //! answers that PATCH with the refusal, and the upload is removed; a
-//! server fault keeps it, and a PATCH at the final offset tries again.
+//! server fault (or a server stopped before the hand-over) keeps it, and
+//! the next HEAD, or a PATCH at the final offset, tries again.
 //!
 //! Every request but `OPTIONS` must send `Tus-Resumable: 1.0.0` (412
 //! otherwise). Errors: 400 for a malformed header, 404 for an unknown,
@@ -223,7 +224,7 @@ async fn handle(app: App, req: Request, body: BodyStream) -> Answer {
     let collection = req.key.is_empty();
     match (collection, req.method.clone()) {
         (true, Method::POST) => create(&app, &uploads, &req).await,
-        (false, Method::HEAD) => head(&uploads, &checked_key(&req.key)?).await,
+        (false, Method::HEAD) => head(&app, &uploads, &checked_key(&req.key)?).await,
         (false, Method::PATCH) => {
             let key = checked_key(&req.key)?;
             patch(app.clone(), uploads, &req, key, body).await
@@ -417,10 +418,16 @@ async fn offset_of(uploads: &TusStore, key: &str, record: &UploadRecord) -> Resu
 }
 
 /// `HEAD /files/<key>`: where the upload stands, once no PATCH is writing
-/// to it.
-async fn head(uploads: &TusStore, key: &str) -> Answer {
-    let (_guard, record) = uploads.lock(key, LOCK_WAIT).await?;
-    let offset = offset_of(uploads, key, &record).await?;
+/// to it. A complete upload not handed to ingest yet (the server stopped,
+/// or failed, between its last byte and the hand-over) is handed over now,
+/// so the answer can name its video.
+async fn head(app: &App, uploads: &TusStore, key: &str) -> Answer {
+    let (_guard, mut record) = uploads.lock(key, LOCK_WAIT).await?;
+    let mut offset = offset_of(uploads, key, &record).await?;
+    if record.video_id.is_none() && offset == record.length {
+        record = patch::finish(app, uploads, key, record).await?;
+        offset = record.length;
+    }
     let mut b = state_headers(answer(StatusCode::OK), offset, &record)
         .header("upload-length", record.length);
     if !record.raw_metadata.is_empty() {

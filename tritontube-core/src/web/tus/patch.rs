@@ -106,7 +106,12 @@ async fn append_and_finish(
             .body(Default::default())
             .unwrap_or_default());
     }
-    finish(app, uploads, key, record).await
+    let record = finish(app, uploads, key, record).await?;
+    Ok(
+        state_headers(answer(StatusCode::NO_CONTENT), record.length, &record)
+            .body(Default::default())
+            .unwrap_or_default(),
+    )
 }
 
 /// Writes `body` after the upload's `offset` bytes and syncs it; returns
@@ -176,9 +181,15 @@ async fn append(
 }
 
 /// Hands a complete upload to ingest as a finished form upload is, and
-/// records what it became. A file ingest refuses removes the upload; a
-/// server fault keeps it for a PATCH at the final offset to try again.
-async fn finish(app: &App, uploads: &TusStore, key: &str, mut record: UploadRecord) -> Answer {
+/// records what it became (the caller holds its lock). A file ingest
+/// refuses removes the upload; a server fault keeps it for a later PATCH
+/// or HEAD to try again.
+pub(super) async fn finish(
+    app: &App,
+    uploads: &TusStore,
+    key: &str,
+    mut record: UploadRecord,
+) -> Result<UploadRecord, Refusal> {
     let path = uploads.data_path(key);
     let hashed = path.clone();
     let (size, sha256) = tokio::task::spawn_blocking(move || crate::ingest::hash_path(&hashed))
@@ -206,9 +217,7 @@ async fn finish(app: &App, uploads: &TusStore, key: &str, mut record: UploadReco
             record.sha256 = Some(sha256.to_string());
             uploads.write_record(key, &record).await?;
             uploads.drop_data(key).await;
-            Ok(state_headers(answer(StatusCode::NO_CONTENT), size, &record)
-                .body(Default::default())
-                .unwrap_or_default())
+            Ok(record)
         }
         Err(e) if e.http_status() < 500 => {
             uploads.remove_locked(key).await;
