@@ -2,7 +2,7 @@
 # Installs what TritonTube needs on a fresh Debian machine: the system
 # packages (protobuf compiler for etcd-client's build, ffmpeg, etcd, Chromium
 # and its driver for the browser test, curl), the Python gRPC tools of the
-# compatibility test, and the npm packages (dash.js and hls.js, which the tritontube-web
+# compatibility test, and the npm packages (dash.js, hls.js and tus-js-client, which the tritontube-web
 # build embeds), pinned by package-lock.json. Then it checks that every
 # command the tests start is really there, and stops with a clear message if
 # one is not. Run it before any cargo build.
@@ -52,11 +52,11 @@ if ! python3 -c "import grpc_tools" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check grpcio-tools
 fi
 
-# tritontube-web builds dash.js and hls.js into its binary, so the pinned
+# tritontube-web builds dash.js, hls.js and tus-js-client into its binary, so the pinned
 # packages must be installed before any cargo build: on CI always, elsewhere
 # when one is missing or another version than package-lock.json pins.
 stale=""
-for pkg in dashjs hls.js; do
+for pkg in dashjs hls.js tus-js-client; do
   locked=$(node -p "require('./package-lock.json').packages['node_modules/$pkg'].version")
   installed=$(node -p "try { require('./node_modules/$pkg/package.json').version } catch (e) { 'none' }")
   if [ "$installed" != "$locked" ]; then stale+=" $pkg $locked (installed: $installed)"; fi

@@ -1,9 +1,10 @@
 //! Builds the browser players into `tritontube-web`, so the binary alone
 //! serves a working watch page wherever it is started: dash.js (the DASH
 //! player of the watch page) and hls.js (an HLS player, served for pages
-//! that play the HLS playlists).
+//! that play the HLS playlists); and tus-js-client, the home page's
+//! resumable uploads.
 //!
-//! They come from the npm packages `dashjs` and `hls.js`, pinned by the
+//! They come from the npm packages `dashjs`, `hls.js` and `tus-js-client`, pinned by the
 //! workspace's `package-lock.json` and installed by `npm ci` (never
 //! committed, never from a CDN). The build looks for each package's files
 //! under `node_modules/` in the workspace root (or in the directory an
@@ -26,7 +27,7 @@ struct Package {
     files: [(&'static str, &'static str); 2],
 }
 
-const PACKAGES: [Package; 2] = [
+const PACKAGES: [Package; 3] = [
     Package {
         name: "dashjs",
         what: "dash.js",
@@ -45,6 +46,16 @@ const PACKAGES: [Package; 2] = [
         files: [
             ("TRITONTUBE_HLS_JS", "dist/hls.min.js"),
             ("TRITONTUBE_HLS_JS_LICENSE", "LICENSE"),
+        ],
+    },
+    Package {
+        name: "tus-js-client",
+        what: "tus-js-client",
+        dir: "node_modules/tus-js-client",
+        dir_var: "TRITONTUBE_TUSJS_DIR",
+        files: [
+            ("TRITONTUBE_TUS_JS", "dist/tus.min.js"),
+            ("TRITONTUBE_TUS_JS_LICENSE", "LICENSE"),
         ],
     },
 ];

@@ -64,6 +64,9 @@ pub struct WebOptions {
     /// How long an upload job's lease lasts: how soon another web server
     /// (or this one, restarted) takes over the work of one that stopped.
     pub job_lease: Duration,
+    /// How long a resumable (tus) upload is kept unfinished after its
+    /// creation or its last PATCH.
+    pub tus_expiry: Duration,
 }
 
 impl WebOptions {
@@ -107,6 +110,7 @@ impl WebOptions {
                 max_uploads_per_client: args.max_uploads_per_client as usize,
             },
             job_lease: args.job_lease_secs,
+            tus_expiry: args.tus_expiry_hours,
         })
     }
 }
@@ -150,6 +154,14 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
             ..IngestConfig::default()
         },
     )?;
+    let tus = Arc::new(web::tus::TusStore::open(
+        &opts.data_dir.join("tus"),
+        opts.tus_expiry,
+    )?);
+    tasks.push(tokio::spawn(web::tus::sweep(
+        tus.clone(),
+        shutdown.clone().cancelled_owned(),
+    )));
     let app = App {
         meta,
         content,
@@ -161,6 +173,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         cache: Arc::new(web::cache::ContentCache::new(opts.cache.clone())),
         admin_token: Some(admin_token),
         uploads: Default::default(),
+        tus: Some(tus),
     };
     let ingest = app.ingest.clone();
     serve_http(&opts, app, &shutdown).await?;

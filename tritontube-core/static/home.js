@@ -1,5 +1,5 @@
 // The home page: uploads (several files, dropped or chosen, each with its
-// own progress bar and cancel button), search, "more", and a list of videos
+// own progress bar and cancel button; resumable, with the tus protocol), search, "more", and a list of videos
 // kept up to date from the JSON API. The page is never reloaded: whatever
 // the form holds (files, a typed title, a message) stays as it is.
 'use strict';
@@ -203,6 +203,19 @@
 
   // ---- uploads -----------------------------------------------------------
 
+  // tus-js-client (built into the server, /static/tus.min.js), loaded now so
+  // that it is there by the first upload; without it (or in a browser it
+  // does not support) uploads use the classic form.
+  const tusReady = new Promise((resolve) => {
+    const usable = () => (window.tus && window.tus.isSupported ? window.tus : null);
+    if (window.tus) { resolve(usable()); return; }
+    const script = document.createElement('script');
+    script.src = '/static/tus.min.js';
+    script.onload = () => resolve(usable());
+    script.onerror = () => resolve(null);
+    document.head.appendChild(script);
+  });
+
   /// One file's upload: a row with its name, a progress bar, its status and
   /// a cancel button.
   function startUpload(file, fields) {
@@ -232,6 +245,85 @@
       done('Refused: larger than the ' + Math.floor(maxBytes / 1048576) + ' MiB limit.', true);
       return;
     }
+    const row = { li, bar, status, cancel, done, shownPct: -1 };
+    tusReady.then((tus) => (tus ? viaTus(tus, file, fields, row) : viaForm(file, fields, row)));
+  }
+
+  /// Shows `loaded` of `total` bytes sent on `row`'s bar; the live region
+  /// hears of every tenth, not every byte.
+  function progress(row, loaded, total) {
+    row.bar.value = total ? 100 * loaded / total : 0;
+    const pct = Math.floor(row.bar.value / 10) * 10;
+    if (pct !== row.shownPct) { row.shownPct = pct; row.status.textContent = 'Uploading… ' + pct + '%'; }
+    if (total && loaded >= total) row.status.textContent = 'Checking the file…';
+  }
+
+  /// An upload the server took as video `id`.
+  function accepted(row, id) {
+    row.done(id ? 'Uploaded as “' + id + '”; processing.' : 'Uploaded; processing.', false);
+    row.li.dataset.id = id;
+    refresh();
+  }
+
+  // Fingerprints of the uploads started from this page: a second file
+  // identical to one already on its way (two copies chosen at once) is a
+  // new upload, not a resumption of the first.
+  const started = new Set();
+
+  /// Uploads `file` with the tus protocol (`/files/`): a dropped connection
+  /// is retried and resumes from the last byte the server holds, and a file
+  /// whose upload was cut short on an earlier visit (same file, same
+  /// fields) resumes where it stopped. Cancel terminates the upload on the
+  /// server.
+  async function viaTus(tus, file, fields, row) {
+    const fingerprint = JSON.stringify(['tritontube', file.name, file.type, file.size,
+      file.lastModified, fields.id, fields.title, fields.description]);
+    const metadata = { filename: file.name, title: fields.title, description: fields.description };
+    if (fields.id) metadata.id = fields.id;
+    let cancelled = false;
+    const upload = new tus.Upload(file, {
+      endpoint: new URL('/files/', location.href).href,
+      metadata,
+      fingerprint: () => Promise.resolve(fingerprint),
+      retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
+      removeFingerprintOnSuccess: true,
+      onProgress: (loaded, total) => progress(row, loaded, total),
+      onSuccess: (payload) => {
+        const res = payload && payload.lastResponse;
+        accepted(row, (res && res.getHeader('Tt-Video-Id')) || '');
+      },
+      onError: (err) => {
+        if (cancelled) return;
+        const res = err && err.originalResponse;
+        const code = res ? res.getStatus() : 0;
+        if (code >= 400 && code < 500) {
+          let text = res.getBody() || '';
+          try { text = JSON.parse(text).error || text; } catch (_) { /* not JSON */ }
+          row.done('Upload refused (' + code + '): ' + text, true);
+        } else {
+          row.done('Upload failed: ' + (code ? 'the server answered ' + code : 'the connection was lost') + '.', true);
+        }
+      },
+    });
+    row.cancel.addEventListener('click', () => {
+      cancelled = true;
+      // Terminates the upload: the server drops what it holds of it.
+      upload.abort(true).catch(() => { /* gone already */ });
+      row.done('Cancelled.', false);
+    });
+    if (!started.has(fingerprint)) {
+      started.add(fingerprint);
+      try {
+        const previous = await upload.findPreviousUploads();
+        if (previous.length > 0) upload.resumeFromPreviousUpload(previous[0]);
+      } catch (_) { /* no storage: start afresh */ }
+    }
+    if (!cancelled) upload.start();
+  }
+
+  /// Uploads `file` with the classic form (`POST /upload`), for a browser
+  /// tus-js-client does not support.
+  function viaForm(file, fields, row) {
     const data = new FormData();
     // The fields first, then the file (the server takes any order).
     for (const [k, v] of Object.entries(fields)) data.append(k, v);
@@ -239,29 +331,19 @@
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/upload');
     xhr.setRequestHeader('Accept', 'application/json');
-    let shownPct = -1;
-    xhr.upload.onprogress = (e) => {
-      if (!e.lengthComputable) return;
-      bar.value = 100 * e.loaded / e.total;
-      const pct = Math.floor(bar.value / 10) * 10;
-      // The live region hears of every tenth, not every byte.
-      if (pct !== shownPct) { shownPct = pct; status.textContent = 'Uploading… ' + pct + '%'; }
-    };
-    xhr.upload.onload = () => { status.textContent = 'Checking the file…'; };
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) progress(row, e.loaded, e.total); };
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) {
         let id = '';
         try { id = JSON.parse(xhr.responseText).id; } catch (_) { /* keep going */ }
-        done('Uploaded as “' + id + '”; processing.', false);
-        li.dataset.id = id;
-        refresh();
+        accepted(row, id);
       } else {
-        done('Upload refused (' + xhr.status + '): ' + refusal(xhr), true);
+        row.done('Upload refused (' + xhr.status + '): ' + refusal(xhr), true);
       }
     };
-    xhr.onerror = () => done('Upload failed: the connection was lost.', true);
-    xhr.onabort = () => done('Cancelled.', false);
-    cancel.addEventListener('click', () => xhr.abort());
+    xhr.onerror = () => row.done('Upload failed: the connection was lost.', true);
+    xhr.onabort = () => row.done('Cancelled.', false);
+    row.cancel.addEventListener('click', () => xhr.abort());
     xhr.send(data);
   }
 

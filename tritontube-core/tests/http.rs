@@ -55,6 +55,7 @@ async fn site(cache_mb: u64) -> (Site, Bytes, String) {
         )),
         admin_token: None,
         uploads: Default::default(),
+        tus: None,
     };
     (Site { app, dir }, body, format!("\"{}\"", m.sha256))
 }

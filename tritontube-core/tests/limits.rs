@@ -41,6 +41,7 @@ async fn start(limits: ServeLimits) -> Server {
         network: None,
         cache: Default::default(),
         uploads: Default::default(),
+        tus: None,
         admin_token: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

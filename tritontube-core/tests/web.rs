@@ -61,6 +61,7 @@ fn site(max_upload: u64) -> Site {
         cache: Default::default(),
         admin_token: Some(TOKEN.into()),
         uploads: Default::default(),
+        tus: None,
     };
     Site { app, _dir: dir }
 }

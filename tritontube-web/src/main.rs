@@ -9,7 +9,8 @@
 //! local content directory under `--data-dir`. Every flag can also come from
 //! a TOML file (`--config FILE`); see [`tritontube_core::config`].
 //!
-//! dash.js and hls.js (the browser's players) are built into this binary
+//! dash.js and hls.js (the browser's players) and tus-js-client (the home
+//! page's resumable uploads) are built into this binary
 //! (see `build.rs`), so it needs no `node_modules` at run time.
 
 use std::process::ExitCode;
@@ -26,6 +27,10 @@ const DASH_JS_LICENSE: &[u8] = include_bytes!(env!("TRITONTUBE_DASH_JS_LICENSE")
 /// hls.js and its licence, from the `hls.js` npm package, likewise.
 const HLS_JS: &[u8] = include_bytes!(env!("TRITONTUBE_HLS_JS"));
 const HLS_JS_LICENSE: &[u8] = include_bytes!(env!("TRITONTUBE_HLS_JS_LICENSE"));
+/// tus-js-client (the home page's resumable uploads) and its licence, from
+/// the `tus-js-client` npm package, likewise.
+const TUS_JS: &[u8] = include_bytes!(env!("TRITONTUBE_TUS_JS"));
+const TUS_JS_LICENSE: &[u8] = include_bytes!(env!("TRITONTUBE_TUS_JS_LICENSE"));
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -53,7 +58,10 @@ async fn main() -> ExitCode {
         }
     };
     // hls.js is always the built-in copy, even with `--assets`.
-    opts.assets = opts.assets.with_hls_js(HLS_JS, HLS_JS_LICENSE);
+    opts.assets = opts
+        .assets
+        .with_hls_js(HLS_JS, HLS_JS_LICENSE)
+        .with_tus_js(TUS_JS, TUS_JS_LICENSE);
     let token = CancellationToken::new();
     let on_signal = token.clone();
     tokio::spawn(async move {

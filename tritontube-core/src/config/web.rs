@@ -102,6 +102,11 @@ pub struct WebArgs {
     /// its unfinished uploads and deletions over after this long.
     #[arg(long, default_value = "30", value_parser = seconds)]
     pub job_lease_secs: Duration,
+    /// Hours a resumable (tus) upload is kept unfinished after its creation
+    /// or its last PATCH; then it and its bytes are removed (fractions
+    /// allowed: 0.5 is half an hour).
+    #[arg(long, default_value = "24", value_parser = hours)]
+    pub tus_expiry_hours: Duration,
     /// Log lines as human-readable `text` or `json` (one object per line).
     #[arg(long, value_name = "text|json", env = "TRITONTUBE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -141,6 +146,17 @@ fn seconds(s: &str) -> std::result::Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("must be a positive number of seconds, got {s}"))
+}
+
+/// A positive number of hours (`0.5`, `24`).
+fn hours(s: &str) -> std::result::Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("expected a number of hours, got {s:?}"))?;
+    Duration::try_from_secs_f64(v * 3600.0)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("must be a positive number of hours, got {s}"))
 }
 
 impl WebArgs {

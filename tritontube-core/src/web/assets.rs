@@ -5,7 +5,9 @@
 //! favicon, and the site's own style sheet and scripts ([`SITE_FILES`],
 //! from `tritontube-core/static/`, always built in: pages carry no inline
 //! script or style, so the Content-Security-Policy can forbid both), among
-//! them the watch page's choice of player ([`PLAYBACK_JS`]).
+//! them the watch page's choice of player ([`PLAYBACK_JS`]), and
+//! tus-js-client (from the npm package `tus-js-client`, pinned the same way:
+//! the home page's resumable uploads, at `/static/tus.min.js`).
 //!
 //! `tritontube-web` builds dash.js into its binary ([`Assets::embedded`]), so
 //! the binary alone serves a working player, wherever it is started;
@@ -41,6 +43,12 @@ pub const DASH_JS_PACKAGE_DIR: &str = "node_modules/dashjs/dist/modern/umd";
 pub const HLS_JS: &str = "hls.min.js";
 /// hls.js's licence (the package's `LICENSE`), under `/static/`.
 pub const HLS_JS_LICENSE: &str = "hls.js.LICENSE.txt";
+
+/// tus-js-client's browser bundle, under `/static/` (the `tus-js-client`
+/// package's `dist/tus.min.js`): the home page uploads through it.
+pub const TUS_JS: &str = "tus.min.js";
+/// tus-js-client's licence, under `/static/` (the package's `LICENSE`).
+pub const TUS_JS_LICENSE: &str = "tus-js-client.LICENSE.txt";
 
 /// The watch page's choice between dash.js and the browser's own HLS
 /// player, one of the [`SITE_FILES`]: `TritonTubePlayback.start(video,
@@ -155,6 +163,8 @@ pub struct Assets {
     dash_js_map: Option<Asset>,
     hls_js: Option<Asset>,
     hls_js_license: Option<Asset>,
+    tus_js: Option<Asset>,
+    tus_js_license: Option<Asset>,
     favicon_ico: Asset,
     favicon_svg: Asset,
     /// [`SITE_FILES`], in that order.
@@ -177,6 +187,8 @@ impl Assets {
             dash_js_map: None,
             hls_js: None,
             hls_js_license: None,
+            tus_js: None,
+            tus_js_license: None,
             favicon_ico: Asset::new(
                 Bytes::from_static(FAVICON_ICO),
                 "image/x-icon",
@@ -225,6 +237,25 @@ impl Assets {
                 REVALIDATE,
             )),
             hls_js_license: Some(Asset::new(
+                Bytes::from_static(license),
+                "text/plain; charset=utf-8",
+                REVALIDATE,
+            )),
+            ..self
+        }
+    }
+
+    /// These assets with tus-js-client and its licence as built into a
+    /// binary (the `tus-js-client` package's `dist/tus.min.js` and
+    /// `LICENSE`). Without it the home page uploads with `POST /upload`.
+    pub fn with_tus_js(self, tus_js: &'static [u8], license: &'static [u8]) -> Assets {
+        Assets {
+            tus_js: Some(Asset::new(
+                Bytes::from_static(tus_js),
+                "text/javascript; charset=utf-8",
+                REVALIDATE,
+            )),
+            tus_js_license: Some(Asset::new(
                 Bytes::from_static(license),
                 "text/plain; charset=utf-8",
                 REVALIDATE,
@@ -320,6 +351,8 @@ impl Assets {
             Some(DASH_JS_MAP) => self.dash_js_map.as_ref(),
             Some(HLS_JS) => self.hls_js.as_ref(),
             Some(HLS_JS_LICENSE) => self.hls_js_license.as_ref(),
+            Some(TUS_JS) => self.tus_js.as_ref(),
+            Some(TUS_JS_LICENSE) => self.tus_js_license.as_ref(),
             Some(name) => self.site.iter().find(|(n, _)| *n == name).map(|(_, a)| a),
             None => match path {
                 "favicon.ico" => Some(&self.favicon_ico),
@@ -399,6 +432,18 @@ mod tests {
             format!("/static/playback.js?v={}", choice.version())
         );
         assert!(Assets::without_player().get("static/playback.js").is_some());
+    }
+
+    #[test]
+    fn tus_js_is_served_when_built_in() {
+        assert!(Assets::without_player().get("static/tus.min.js").is_none());
+        let a = Assets::embedded(b"var dashjs = 1;", b"BSD").with_tus_js(b"var tus = 1;", b"MIT");
+        let js = a.get("static/tus.min.js").unwrap();
+        assert_eq!(js.body().as_ref(), b"var tus = 1;");
+        assert_eq!(js.content_type(), "text/javascript; charset=utf-8");
+        let license = a.get("static/tus-js-client.LICENSE.txt").unwrap();
+        assert_eq!(license.body().as_ref(), b"MIT");
+        assert!(a.has_player(), "dash.js is kept");
     }
 
     #[test]

@@ -175,10 +175,12 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(warp::get())
         .and(with_app(app.clone()))
         .and_then(handlers::metrics);
+    let tus = super::tus::routes(app.clone());
     let assets = assets_route(app);
     let unrouted = unrouted();
     index
         .or(upload)
+        .or(tus)
         .or(watch)
         .or(content)
         .or(api_list)

@@ -11,6 +11,7 @@
 //! | `GET /videos/<id>` | the watch page (dash.js) |
 //! | `GET, HEAD /content/<id>/<file>` | a stored file, with `Range`, `ETag`, caching |
 //! | `GET /api/videos?q=&cursor=&limit=`, `GET /api/videos/<id>`, `DELETE /api/videos/<id>` | JSON API |
+//! | `OPTIONS, POST /files/`, `HEAD, PATCH, DELETE /files/<key>` | resumable uploads with the tus 1.0.0 protocol ([`tus`]) |
 //! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
 //! | `GET /static/<file>`, `GET /favicon.ico` | the player, the site's style sheet and scripts, the favicon ([`assets`]) |
 //!
@@ -30,6 +31,7 @@ pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod pages;
+pub mod tus;
 pub mod upload;
 
 use std::future::Future;
@@ -70,6 +72,9 @@ pub struct App {
     /// Uploads in progress, and their caps ([`serve`] sets these from its
     /// [`ServeLimits`]).
     pub uploads: Arc<limits::UploadLimiter>,
+    /// Resumable (tus) uploads in progress at `/files/` ([`tus`]); `None`
+    /// answers those routes 404.
+    pub tus: Option<Arc<tus::TusStore>>,
 }
 
 impl App {

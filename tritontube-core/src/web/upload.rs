@@ -198,7 +198,7 @@ async fn read_form(
 
 /// Refuses an id a video already has (early: creating the record is the
 /// check that counts).
-async fn refuse_taken(app: &App, id: &VideoId) -> Result<(), Error> {
+pub(crate) async fn refuse_taken(app: &App, id: &VideoId) -> Result<(), Error> {
     match app.meta.get_video(id).await {
         Ok(_) => Err(Error::AlreadyExists {
             key: format!("video {id}"),
@@ -209,7 +209,11 @@ async fn refuse_taken(app: &App, id: &VideoId) -> Result<(), Error> {
 }
 
 /// The ids to try for an upload, in order (see the module's docs).
-fn candidate_ids(typed: Option<&str>, title: &str, file_name: &str) -> Result<Vec<VideoId>, Error> {
+pub(crate) fn candidate_ids(
+    typed: Option<&str>,
+    title: &str,
+    file_name: &str,
+) -> Result<Vec<VideoId>, Error> {
     match typed {
         Some(id) if !id.is_empty() => Ok(vec![VideoId::new(id)?]),
         None => Ok(vec![VideoId::from_file_name(file_name)?]),
