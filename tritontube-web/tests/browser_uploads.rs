@@ -1,8 +1,8 @@
-//! An upload from the browser on a slow link (12 Mbit/s, as a user on a
-//! poor connection has), while another video is processing and the list
-//! updates itself: the page is never reloaded, the progress bar moves
-//! through the upload, and the video arrives with its typed id, title and
-//! description.
+//! Uploads from the browser as people make them: on a slow link (12 Mbit/s,
+//! as a user on a poor connection has) while another video is processing
+//! and the list updates itself (the page is never reloaded, the progress
+//! bar moves through the upload, and the video arrives with its typed id,
+//! title and description), and by dropping a file on the page.
 
 mod common;
 
@@ -117,5 +117,69 @@ async fn a_form_upload_on_a_slow_link_completes_while_another_video_processes() 
     assert_eq!(v["state"], "ready", "{v}");
     assert_eq!(v["title"], "Harbour at dusk");
     assert_eq!(v["description"], "Sent over a slow hotel connection");
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_dropped_on_the_page_uploads_like_a_chosen_one() {
+    let root = tempfile::tempdir().unwrap();
+    let node = start_node(root.path(), free_port()).await;
+    let web = start_web(
+        root.path(),
+        free_port(),
+        free_port(),
+        std::slice::from_ref(&node.addr),
+        &["--replicas", "1"],
+    )
+    .await;
+    let dropped = clip(root.path(), "dropped.mp4", 2, "320x240", false);
+    let browser = Browser::start(&root.path().join("profile"), 1280, 900).await;
+    browser.goto(&format!("http://{}/", web.addr)).await;
+    browser.eval("window.sameDocument = 42; return true;").await;
+    // WebDriver cannot drag a file from the desktop: the file comes in
+    // through the input, and the page gets a real drop event carrying it
+    // (the input emptied first, so only the drop can upload it).
+    browser
+        .type_into("#upload-file", &dropped.display().to_string())
+        .await;
+    let dropped_files = browser
+        .eval(
+            "const input = document.getElementById('upload-file');
+             const dt = new DataTransfer(); dt.items.add(input.files[0]);
+             document.getElementById('upload').reset();
+             const ev = new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true});
+             document.getElementById('drop').dispatchEvent(ev);
+             return {files: dt.files.length, input: input.files.length, handled: ev.defaultPrevented};",
+        )
+        .await;
+    assert_eq!(dropped_files["files"], 1, "{dropped_files}");
+    assert_eq!(dropped_files["input"], 0, "{dropped_files}");
+    assert_eq!(
+        dropped_files["handled"], true,
+        "the page took the drop: {dropped_files}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let st = browser
+            .eval("const s = document.querySelector('#uploads li .status'); return {same: window.sameDocument === 42, status: s ? s.textContent : null};")
+            .await;
+        assert_eq!(st["same"], true, "{st}");
+        let status = st["status"].as_str().unwrap_or_default();
+        assert!(
+            !status.contains("refused") && !status.contains("failed"),
+            "{status}"
+        );
+        if let Some(rest) = status.strip_prefix("Uploaded as “") {
+            break rest.split('”').next().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped file never uploaded: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(id.starts_with("dropped"), "named after the file: {id}");
+    let v = wait_ready(&web.addr, &id).await;
+    assert_eq!(v["state"], "ready", "{v}");
     browser.quit().await;
 }
