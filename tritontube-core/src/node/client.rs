@@ -252,15 +252,14 @@ impl NodeClient {
                 .await
                 .map_err(|s| self.error(None, s))?
                 .into_inner();
-            if r.state != "serving" {
+            if r.serving() != pb::ServingState::Serving {
                 return Err(Error::Node {
                     node: self.addr.to_string(),
-                    message: format!("not serving: {}", r.state),
+                    message: format!("not serving: {}", r.problem),
                     source: None,
                 });
             }
             Ok(NodeHealth {
-                state: r.state,
                 node_id: r.node_id,
                 file_count: r.file_count,
                 total_bytes: r.total_bytes,

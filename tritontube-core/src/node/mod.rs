@@ -32,8 +32,6 @@ pub use client::{NodeClient, NodeClientConfig};
 /// How a node answered a health check.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeHealth {
-    /// `"serving"` when the node can read and write its directory.
-    pub state: String,
     /// The node's identity (empty for a node too old to have one).
     pub node_id: String,
     /// Files it holds.
@@ -365,9 +363,10 @@ impl StorageNode for NodeService {
         // million, so a failure detector's timeout never mistakes a full
         // node for a dead one.
         let stats = self.store.stats();
-        let state = self.writable.state(self.store.base()).await;
+        let (serving, problem) = self.writable.state(self.store.base()).await;
         Ok(Response::new(pb::HealthResponse {
-            state,
+            serving: serving.into(),
+            problem,
             file_count: stats.files,
             total_bytes: stats.bytes,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -386,13 +385,13 @@ impl StorageNode for NodeService {
 /// seconds (a probe is a small write: cheap, but not free under load).
 #[derive(Debug, Default)]
 pub struct WritableProbe {
-    last: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, (pb::ServingState, String))>>,
 }
 
 impl WritableProbe {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-    async fn state(&self, base: &std::path::Path) -> String {
+    async fn state(&self, base: &std::path::Path) -> (pb::ServingState, String) {
         let mut last = self.last.lock().await;
         if let Some((at, s)) = &*last
             && at.elapsed() < Self::EVERY
@@ -403,11 +402,29 @@ impl WritableProbe {
         let s = match tokio::fs::write(&probe, b"ok").await {
             Ok(()) => {
                 let _ = tokio::fs::remove_file(&probe).await;
-                "serving".to_string()
+                (pb::ServingState::Serving, String::new())
             }
-            Err(e) => format!("read-only: {e}"),
+            Err(e) => (pb::ServingState::ReadOnly, format!("read-only: {e}")),
         };
         *last = Some((std::time::Instant::now(), s.clone()));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_directory_that_takes_no_writes_is_not_serving_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".tritontube")).unwrap();
+        let (state, problem) = WritableProbe::default().state(dir.path()).await;
+        assert_eq!((state, problem.as_str()), (pb::ServingState::Serving, ""));
+        // No `.tritontube` directory to write the probe into.
+        let gone = dir.path().join("gone");
+        let (state, problem) = WritableProbe::default().state(&gone).await;
+        assert_eq!(state, pb::ServingState::ReadOnly);
+        assert!(problem.starts_with("read-only: "), "{problem}");
     }
 }
