@@ -216,10 +216,20 @@ impl EtcdMetadataStore {
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
+        self.retry_told(what, f).await.map(|(v, _)| v)
+    }
+
+    /// As [`Self::retry`], and says whether an earlier attempt failed: then
+    /// that attempt may have been applied although its answer was lost.
+    async fn retry_told<T, F, Fut>(&self, what: &str, f: F) -> Result<(T, bool)>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         let mut last = None;
         for attempt in 0..6 {
             match f(self.client.clone()).await {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok((v, last.is_some())),
                 Err(
                     e @ (etcd_client::Error::TransportError(_) | etcd_client::Error::GRpcStatus(_)),
                 ) => {
@@ -233,11 +243,32 @@ impl EtcdMetadataStore {
     }
 
     async fn txn(&self, what: &str, txn: Txn) -> Result<etcd_client::TxnResponse> {
-        self.retry(what, |mut c| {
+        self.txn_told(what, txn).await.map(|(r, _)| r)
+    }
+
+    /// A transaction, and whether an earlier attempt of it may have been
+    /// applied (see [`Self::retry_told`]).
+    async fn txn_told(&self, what: &str, txn: Txn) -> Result<(etcd_client::TxnResponse, bool)> {
+        self.retry_told(what, |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })
         .await
+    }
+
+    /// Whether `decision` on `key` is already what is stored: a retried
+    /// request whose first attempt committed (its answer lost with a
+    /// member) must not be taken for a lost race.
+    async fn landed(&self, key: &str, decision: &VideoChange) -> Result<bool> {
+        let now = self.get_raw(key).await?.map(|(b, _)| b);
+        Ok(match decision {
+            VideoChange::Put(v) => {
+                let json =
+                    serde_json::to_vec(v).map_err(|e| Error::backend("etcd", "encode", e))?;
+                now == Some(json)
+            }
+            VideoChange::Delete => now.is_none(),
+        })
     }
 
     async fn get_raw(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
@@ -437,7 +468,7 @@ impl MetadataStore for EtcdMetadataStore {
                 0,
             )])
             .and_then(vec![
-                TxnOp::put(key, json, None),
+                TxnOp::put(key, json.clone(), None),
                 TxnOp::put(
                     self.time_key(video.uploaded_at_ms, video.id.as_str()),
                     video.id.as_str(),
@@ -445,13 +476,21 @@ impl MetadataStore for EtcdMetadataStore {
                 ),
                 self.active_op(video),
             ]);
-        if self.txn("create", txn).await?.succeeded() {
-            Ok(())
-        } else {
-            Err(Error::AlreadyExists {
-                key: format!("video {}", video.id),
-            })
+        let (r, retried) = self.txn_told("create", txn).await?;
+        if r.succeeded() {
+            return Ok(());
         }
+        // A retried request whose first attempt committed (its answer lost
+        // with a member) finds its own record: that is success, not a
+        // clash. Each upload of an id has a generation of its own, so no
+        // other upload wrote the same bytes.
+        let now = self.get_raw(&self.video_key(video.id.as_str())).await?;
+        if retried && now.map(|(b, _)| b) == Some(json) {
+            return Ok(());
+        }
+        Err(Error::AlreadyExists {
+            key: format!("video {}", video.id),
+        })
     }
 
     async fn next_generation(&self, id: &VideoId) -> Result<u64> {
@@ -666,7 +705,8 @@ impl MetadataStore for EtcdMetadataStore {
                     rev,
                 )])
                 .and_then(ops);
-            if self.txn("change video", txn).await?.succeeded() {
+            let (r, retried) = self.txn_told("change video", txn).await?;
+            if r.succeeded() || (retried && self.landed(&key, &decision).await?) {
                 return Ok(match decision {
                     VideoChange::Put(v) => Some(v),
                     VideoChange::Delete => None,
