@@ -63,6 +63,7 @@ fn options(dir: &Path, port: u16, content: Option<ContentConfig>) -> WebOptions 
         cache: Default::default(),
         limits: Default::default(),
         job_lease: Duration::from_secs(30),
+        public_uploads: true,
     }
 }
 

@@ -61,6 +61,8 @@ fn site(max_upload: u64) -> Site {
         cache: Default::default(),
         admin_token: Some(TOKEN.into()),
         uploads: Default::default(),
+        // The course project's open uploads: these tests upload anonymously.
+        accounts: std::sync::Arc::new(tritontube_core::web::auth::Accounts::new(true)),
     };
     Site { app, _dir: dir }
 }

@@ -22,6 +22,7 @@
 //! [`serve`] limits what clients can hold: see [`limits::ServeLimits`].
 
 pub mod assets;
+pub mod auth;
 pub mod cache;
 mod conn;
 pub mod filters;
@@ -70,6 +71,9 @@ pub struct App {
     /// Uploads in progress, and their caps ([`serve`] sets these from its
     /// [`ServeLimits`]).
     pub uploads: Arc<limits::UploadLimiter>,
+    /// Sign-in, sessions, and whether uploads need an account
+    /// ([`auth::Accounts`]).
+    pub accounts: Arc<auth::Accounts>,
 }
 
 impl App {
