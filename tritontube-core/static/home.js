@@ -239,6 +239,9 @@
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/upload');
     xhr.setRequestHeader('Accept', 'application/json');
+    // A signed-in upload carries the session's CSRF token.
+    const csrf = document.querySelector('meta[name="csrf-token"]');
+    if (csrf) xhr.setRequestHeader('X-CSRF-Token', csrf.content);
     let shownPct = -1;
     xhr.upload.onprogress = (e) => {
       if (!e.lengthComputable) return;
