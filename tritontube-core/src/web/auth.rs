@@ -343,3 +343,103 @@ pub async fn new_user(name: &str, role: Role, password: &str) -> Result<User> {
         created_ms: crate::metadata::lifecycle::now_ms(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::VideoId;
+
+    fn user(name: &str, role: Role) -> User {
+        User {
+            name: name.into(),
+            role,
+            password_hash: String::new(),
+            created_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_to_salted_argon2id_and_verify() {
+        let a = hash_password("correct horse").await.unwrap();
+        let b = hash_password("correct horse").await.unwrap();
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b, "each hash has its own salt");
+        assert!(
+            verify_password(a.clone(), "correct horse".into())
+                .await
+                .unwrap()
+        );
+        assert!(!verify_password(a, "correct horsE".into()).await.unwrap());
+        assert!(
+            !verify_password("not a hash".into(), "x".into())
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            hash_password("short").await,
+            Err(Error::InvalidInput { .. })
+        ));
+        assert!(
+            hash_password(&"x".repeat(MAX_PASSWORD_BYTES + 1))
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn tokens_are_random_and_their_hash_and_csrf_token_differ() {
+        let t = new_token();
+        assert_eq!(t.len(), 64);
+        assert!(is_token(&t));
+        assert_ne!(t, new_token());
+        assert_ne!(token_hash(&t), csrf_token(&t));
+        assert_eq!(csrf_token(&t), csrf_token(&t), "stable for a session");
+        assert!(!is_token("tt_session") && !is_token(&"z".repeat(64)));
+        let p = generate_password();
+        assert_eq!(p.len(), 20);
+        assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_and_same_site() {
+        let c = session_cookie("abc");
+        assert!(c.starts_with("tt_session=abc;"), "{c}");
+        for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+            assert!(c.contains(flag), "{c}");
+        }
+        assert!(cleared_cookie().contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn only_the_uploader_and_admins_may_change_a_video() {
+        let mut v = Video::new(VideoId::new("clip").unwrap(), "Clip");
+        v.owner = Some("alice".into());
+        assert!(may_change(&v, &user("alice", Role::User)).is_ok());
+        assert!(may_change(&v, &user("carol", Role::Admin)).is_ok());
+        assert!(may_change(&v, &user("owner", Role::Owner)).is_ok());
+        let e = may_change(&v, &user("bob", Role::User)).unwrap_err();
+        assert!(matches!(e, Error::Forbidden { .. }), "{e}");
+        assert_eq!(e.http_status(), 403);
+        v.owner = None;
+        assert!(
+            may_change(&v, &user("alice", Role::User)).is_err(),
+            "no owner: admins only"
+        );
+        assert!(may_change(&v, &user("carol", Role::Admin)).is_ok());
+    }
+
+    #[test]
+    fn the_csrf_token_must_match() {
+        let s = SignedIn {
+            user: user("alice", Role::User),
+            token_hash: token_hash("t"),
+            csrf: csrf_token("t"),
+        };
+        assert!(s.check_csrf(Some(&csrf_token("t"))).is_ok());
+        let other = csrf_token("u");
+        for bad in [None, Some(""), Some("x"), Some(other.as_str())] {
+            let e = s.check_csrf(bad).unwrap_err();
+            assert_eq!(e.http_status(), 403, "{bad:?}");
+        }
+    }
+}
