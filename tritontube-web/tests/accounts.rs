@@ -297,7 +297,9 @@ async fn user_commands_manage_accounts_in_the_store() {
     assert_eq!(rows, want, "{out}");
     assert!(!out.contains("argon2"), "hashes are never shown: {out}");
 
-    // The new password works, the old one no longer does.
+    // The new password works, the old one no longer does, and the
+    // sessions signed in with the old one are ended.
+    let before = sign_in(&web.addr, "alice", "alice-secret-1").await;
     let (ok, out, err) = user_cmd(&db, &["passwd", "alice"], "alice-secret-2\n");
     assert!(
         ok && out.contains("Changed the password of alice"),
@@ -305,6 +307,8 @@ async fn user_commands_manage_accounts_in_the_store() {
     );
     let old = post_signin(&web.addr, "alice", "alice-secret-1").await;
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    let home = page(&web.addr, "/", Some(&before.cookie)).await;
+    assert!(!home.contains("account-name"), "the old session is over");
     sign_in(&web.addr, "alice", "alice-secret-2").await;
     sign_in(&web.addr, "owner", &owner_pw).await;
 }

@@ -127,8 +127,9 @@ pub async fn users_are_created_once_and_listed_by_name(store: Arc<dyn MetadataSt
 }
 
 /// Sessions: read back by token hash while live, gone once deleted
-/// (deleting again is no error), a lapsed one reads as none, and a token
-/// hash that is not a SHA-256 is refused.
+/// (deleting again is no error) and once their account's password
+/// changes, a lapsed one reads as none, and a token hash that is not a
+/// SHA-256 is refused.
 pub async fn sessions_live_until_they_lapse_or_are_deleted(store: &dyn MetadataStore) {
     let now = super::lifecycle::now_ms();
     let live = Session {
@@ -157,6 +158,35 @@ pub async fn sessions_live_until_they_lapse_or_are_deleted(store: &dyn MetadataS
         None,
         "unknown"
     );
+    // A new password ends every session of its account, and only those.
+    let others = Session {
+        token_hash: "d".repeat(64),
+        user: "bob".into(),
+        expires_ms: now + 3_600_000,
+    };
+    let again = Session {
+        token_hash: "e".repeat(64),
+        ..live.clone()
+    };
+    store.create_session(&others).await.expect("create");
+    store.create_session(&again).await.expect("create");
+    store
+        .set_user_password("zoe", "$argon2id$changed")
+        .await
+        .expect("set password");
+    for s in [&live, &again] {
+        assert_eq!(
+            store.session(&s.token_hash).await.expect("read"),
+            None,
+            "a new password ends the account's sessions"
+        );
+    }
+    assert_eq!(
+        store.session(&others.token_hash).await.expect("read"),
+        Some(others.clone()),
+        "another account's session lives on"
+    );
+    store.create_session(&live).await.expect("create");
     store
         .delete_session(&live.token_hash)
         .await

@@ -424,6 +424,25 @@ impl EtcdMetadataStore {
         format!("{}sessions/{token_hash}", self.prefix)
     }
 
+    /// Deletes every session of `user`. Sessions are keyed by token hash,
+    /// so this reads them all: there are as many as signed-in browsers,
+    /// and passwords change rarely.
+    async fn end_sessions_of(&self, user: &str) -> Result<()> {
+        let start = format!("{}sessions/", self.prefix);
+        let end = format!("{}sessions0", self.prefix);
+        for (k, v) in self.range(start, end, 0).await? {
+            let theirs = serde_json::from_slice::<Session>(&v).is_ok_and(|s| s.user == user);
+            if theirs {
+                self.retry("end a session", |mut c| {
+                    let k = k.clone();
+                    async move { c.delete(k, None).await }
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     fn decode_user(&self, key: &[u8], value: &[u8]) -> Result<User> {
         serde_json::from_slice(value).map_err(|e| Error::Corrupt {
             key: String::from_utf8_lossy(key).into_owned(),
@@ -1033,7 +1052,7 @@ impl MetadataStore for EtcdMetadataStore {
                 )])
                 .and_then(vec![TxnOp::put(key.clone(), json, None)]);
             if self.txn("set password", txn).await?.succeeded() {
-                return Ok(());
+                return self.end_sessions_of(name).await;
             }
         }
         Err(Error::Conflict {

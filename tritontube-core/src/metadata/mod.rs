@@ -593,7 +593,8 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn user(&self, name: &str) -> Result<Option<User>>;
     /// Every account, by name.
     async fn list_users(&self) -> Result<Vec<User>>;
-    /// Replaces an account's password hash (a PHC string).
+    /// Replaces an account's password hash (a PHC string) and ends every
+    /// session of the account.
     async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()>;
     /// Records a signed-in session.
     async fn create_session(&self, session: &Session) -> Result<()>;

@@ -296,7 +296,8 @@ fn create_v6(tx: &Connection) -> rusqlite::Result<()> {
              user TEXT NOT NULL,
              expires_ms INTEGER NOT NULL
          );
-         CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_ms);",
+         CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_ms);
+         CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user);",
     )
 }
 
@@ -1144,16 +1145,20 @@ impl MetadataStore for SqliteMetadataStore {
         let (name, hash) = (name.to_string(), password_hash.to_string());
         let path = self.path.clone();
         self.call("set password", move |c| {
-            let n = c
+            let err = |e| sql_error(&path, "set a password", e);
+            let tx = c.transaction().map_err(err)?;
+            let n = tx
                 .execute(
                     "UPDATE users SET password_hash = ?1 WHERE name = ?2",
                     params![hash, name],
                 )
-                .map_err(|e| sql_error(&path, "set a password", e))?;
+                .map_err(err)?;
             if n == 0 {
                 return Err(Error::not_found(format!("user {name}")));
             }
-            Ok(())
+            tx.execute("DELETE FROM sessions WHERE user = ?1", [&name])
+                .map_err(err)?;
+            tx.commit().map_err(|e| sql_error(&path, "commit", e))
         })
         .await
     }
