@@ -18,7 +18,13 @@ use crate::web::Assets;
 /// `metadata = "sqlite:./metadata.db"`. A flag on the command line wins
 /// over the file, and the file over the default.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tritontube-web", version, about)]
+#[command(
+    name = "tritontube-web",
+    version,
+    about,
+    after_help = "Accounts: `tritontube-web user add NAME [--admin]`, `user passwd NAME`, \
+                  `user list` (see `tritontube-web user --help`)."
+)]
 pub struct WebArgs {
     /// Host to listen on.
     #[arg(long, default_value = "localhost")]
@@ -131,12 +137,16 @@ pub struct WebArgs {
     pub stores: Vec<String>,
 }
 
-/// `tritontube-web user ...`: manages the accounts in the metadata store the
-/// web server is configured with. Passwords are read from standard input
+/// Manages the accounts in the metadata store the web server is configured
+/// with (`tritontube-web user ...`). Passwords are read from standard input
 /// (one line), or asked for on the terminal without echo; never from the
 /// command line, where every user could see them in `ps`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tritontube-web user", version)]
+#[command(
+    name = "tritontube-web user",
+    bin_name = "tritontube-web user",
+    version
+)]
 pub struct UserArgs {
     /// What to do.
     #[command(subcommand)]
