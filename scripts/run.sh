@@ -15,6 +15,10 @@
 #   --node-ports P,P,..  storage node ports                       [TRITONTUBE_NODE_PORTS, 8090,8091,8092]
 #   --data-dir DIR       metadata, node directories, admin token  [TRITONTUBE_DATA, ./data]
 #   --bin-dir DIR        use the binaries in DIR; skip setup and build  [TRITONTUBE_BIN_DIR]
+#   --public-uploads     anyone may upload without signing in     [TRITONTUBE_PUBLIC_UPLOADS=1]
+# Uploading needs an account unless --public-uploads: on the first start
+# the web server creates the account "owner" and prints its one-time
+# password here, once (add more with `tritontube-web user add NAME`).
 # Flags win over the environment. TRITONTUBE_LOG_FORMAT=json (and RUST_LOG)
 # reach every child. While it runs, DATA_DIR/run/<child>.pid holds each
 # child's process id.
@@ -29,6 +33,7 @@ admin_port=${TRITONTUBE_ADMIN_PORT:-8081}
 node_ports=${TRITONTUBE_NODE_PORTS:-8090,8091,8092}
 data=${TRITONTUBE_DATA:-./data}
 bin=${TRITONTUBE_BIN_DIR:-}
+public_uploads=${TRITONTUBE_PUBLIC_UPLOADS:-}
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 value() { if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --help)"; fi; }
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     --node-ports) value "$@"; node_ports=$2; shift 2 ;;
     --data-dir) value "$@"; data=$2; shift 2 ;;
     --bin-dir) value "$@"; bin=$2; shift 2 ;;
+    --public-uploads) public_uploads=1; shift ;;
     --host=* | --web-port=* | --admin-port=* | --node-ports=* | --data-dir=* | --bin-dir=*)
       flag=${1%%=*}
       set -- "$flag" "${1#*=}" "${@:2}"
@@ -85,9 +91,10 @@ launch() {
       "$bin/tritontube-node" --host "$host" --port "$port" "$data/node-$port" &
       ;;
     web)
-      local list=()
+      local list=() flags=()
       for p in "${nodes[@]}"; do list+=("$host:$p"); done
-      "$bin/tritontube-web" --host "$host" --port "$web_port" --data-dir "$data" \
+      case "$public_uploads" in 1 | true | yes) flags+=(--public-uploads) ;; esac
+      "$bin/tritontube-web" --host "$host" --port "$web_port" --data-dir "$data" "${flags[@]}" \
         sqlite "$data/metadata.db" nw "$host:$admin_port,$(IFS=,; echo "${list[*]}")" &
       ;;
   esac

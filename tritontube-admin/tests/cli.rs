@@ -64,6 +64,7 @@ fn options(dir: &Path, port: u16, content: Option<ContentConfig>) -> WebOptions 
         limits: Default::default(),
         job_lease: Duration::from_secs(30),
         tus_expiry: Duration::from_secs(3600),
+        public_uploads: true,
     }
 }
 

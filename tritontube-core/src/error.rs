@@ -196,6 +196,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The caller is known but may not do this (someone else's video, say).
+    /// Nothing was changed.
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// Why.
+        reason: String,
+    },
+
     /// A file-system operation failed.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -337,6 +345,7 @@ impl Error {
             Error::TooLarge { .. } => "too-large",
             Error::Full { .. } => "full",
             Error::Unauthenticated { .. } => "unauthenticated",
+            Error::Forbidden { .. } => "forbidden",
             Error::Corrupt { .. } => "corrupt",
             Error::Io { .. } => "io",
             Error::Backend { .. } => "backend",
@@ -364,6 +373,7 @@ impl Error {
         match self {
             Error::InvalidInput { .. } | Error::ChecksumMismatch { .. } => 400,
             Error::Unauthenticated { .. } => 401,
+            Error::Forbidden { .. } => 403,
             Error::NotFound { .. } | Error::UnknownNode { .. } => 404,
             Error::AlreadyExists { .. }
             | Error::NodeExists { .. }
@@ -415,6 +425,7 @@ impl From<Error> for tonic::Status {
             Error::BadCopy { .. } => Code::DataLoss,
             Error::Unsupported { .. } => Code::Unimplemented,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
+            Error::Forbidden { .. } => Code::PermissionDenied,
             Error::NotFound { .. } | Error::UnknownNode { .. } => Code::NotFound,
             Error::AlreadyExists { .. } | Error::NodeExists { .. } => Code::AlreadyExists,
             Error::Conflict { .. } => Code::Aborted,

@@ -67,6 +67,8 @@ pub struct WebOptions {
     /// How long a resumable (tus) upload is kept unfinished after its
     /// creation or its last PATCH.
     pub tus_expiry: Duration,
+    /// Whether anyone may upload without signing in.
+    pub public_uploads: bool,
 }
 
 impl WebOptions {
@@ -111,6 +113,7 @@ impl WebOptions {
             },
             job_lease: args.job_lease_secs,
             tus_expiry: args.tus_expiry_hours,
+            public_uploads: args.public_uploads,
         })
     }
 }
@@ -124,6 +127,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| Error::io(&opts.data_dir, e))?;
     let meta = metadata::open(opts.metadata.kind(), &opts.metadata.option()).await?;
     let admin_token = admin_token(&opts)?;
+    first_start_owner(&*meta).await?;
     let server_id = server_id(&opts)?;
     let mut tasks = Tasks::new();
     let (content, health, network): (Arc<dyn ContentStore>, _, _) = match &opts.content {
@@ -174,6 +178,7 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
         admin_token: Some(admin_token),
         uploads: Default::default(),
         tus: Some(tus),
+        accounts: Arc::new(web::auth::Accounts::new(opts.public_uploads)),
     };
     let ingest = app.ingest.clone();
     serve_http(&opts, app, &shutdown).await?;
@@ -181,6 +186,25 @@ pub async fn run(opts: WebOptions, shutdown: CancellationToken) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), ingest.stopped()).await;
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}
+
+/// On a store with no accounts yet, makes the owner's account and prints
+/// its one-time password, once, to stderr (not to the structured log,
+/// which may be shipped elsewhere).
+async fn first_start_owner(meta: &dyn MetadataStore) -> Result<()> {
+    if let Some(password) = web::auth::ensure_owner(meta).await? {
+        eprintln!(
+            "tritontube-web: created the account \"{}\" with the one-time password: {password}\n\
+             tritontube-web: sign in at /signin, then change it with `tritontube-web user passwd {}`",
+            web::auth::OWNER_NAME,
+            web::auth::OWNER_NAME,
+        );
+        tracing::warn!(
+            user = web::auth::OWNER_NAME,
+            "first start: created the owner account; its password was printed to stderr once"
+        );
     }
     Ok(())
 }
@@ -361,4 +385,56 @@ async fn serve_http(opts: &WebOptions, app: App, shutdown: &CancellationToken) -
     )
     .await;
     Ok(())
+}
+
+/// Runs a `tritontube-web user ...` command against its metadata store and
+/// returns what to print. `password` is asked for each password needed,
+/// with a prompt naming whose; it reads it from stdin or the terminal.
+pub async fn user_command(
+    args: crate::config::UserArgs,
+    password: impl FnOnce(&str) -> Result<String>,
+) -> Result<String> {
+    use crate::config::UserCommand;
+    use crate::metadata::Role;
+    let config = args.metadata()?;
+    let meta = metadata::open(config.kind(), &config.option()).await?;
+    match args.command {
+        UserCommand::Add { name, admin } => {
+            crate::metadata::validate_user_name(&name)?;
+            if meta.user(&name).await?.is_some() {
+                return Err(Error::AlreadyExists {
+                    key: format!("user {name}"),
+                });
+            }
+            let role = if admin { Role::Admin } else { Role::User };
+            let pw = password(&format!("Password for the new account {name}: "))?;
+            let user = web::auth::new_user(&name, role, &pw).await?;
+            meta.create_user(&user).await?;
+            Ok(format!("Created the account {name} ({})", role.name()))
+        }
+        UserCommand::Passwd { name } => {
+            if meta.user(&name).await?.is_none() {
+                return Err(Error::not_found(format!("user {name}")));
+            }
+            let pw = password(&format!("New password for {name}: "))?;
+            let hash = web::auth::hash_password(&pw).await?;
+            meta.set_user_password(&name, &hash).await?;
+            Ok(format!("Changed the password of {name}"))
+        }
+        UserCommand::List => {
+            let users = meta.list_users().await?;
+            let mut out = format!("{:<24} {:<6} created", "name", "role");
+            for u in users {
+                let created =
+                    std::time::UNIX_EPOCH + Duration::from_millis(u.created_ms.max(0) as u64);
+                out.push_str(&format!(
+                    "\n{:<24} {:<6} {}",
+                    u.name,
+                    u.role.name(),
+                    humantime::format_rfc3339_seconds(created)
+                ));
+            }
+            Ok(out)
+        }
+    }
 }

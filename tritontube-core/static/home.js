@@ -281,8 +281,11 @@
     const metadata = { filename: file.name, title: fields.title, description: fields.description };
     if (fields.id) metadata.id = fields.id;
     let cancelled = false;
+    // A signed-in upload carries the session's CSRF token.
+    const csrf = document.querySelector('meta[name="csrf-token"]');
     const upload = new tus.Upload(file, {
       endpoint: new URL('/files/', location.href).href,
+      headers: csrf ? { 'X-CSRF-Token': csrf.content } : {},
       metadata,
       fingerprint: () => Promise.resolve(fingerprint),
       retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
@@ -331,6 +334,9 @@
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/upload');
     xhr.setRequestHeader('Accept', 'application/json');
+    // A signed-in upload carries the session's CSRF token.
+    const csrf = document.querySelector('meta[name="csrf-token"]');
+    if (csrf) xhr.setRequestHeader('X-CSRF-Token', csrf.content);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) progress(row, e.loaded, e.total); };
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) {

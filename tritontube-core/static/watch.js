@@ -2,6 +2,12 @@
 // processed (progress, then the player, or the reason it failed) from the
 // JSON API without reloading the page.
 //
+// For its uploader and admins, the page also has forms to edit the title
+// and description and to delete the video; with script they go through
+// the JSON API (`PATCH`/`DELETE /api/videos/<id>`, the session's CSRF
+// token in `X-CSRF-Token`), so the player keeps playing while the title
+// changes. Without script they post as plain forms.
+//
 // Players are kept in `PLAYERS`, by the format they play; `start` picks the
 // first one this browser can run, once playback.js has chosen DASH (a
 // browser without Media Source Extensions plays the HLS playlist natively).
@@ -124,6 +130,68 @@
     document.getElementById('pct').textContent = String(Math.floor(v.progress));
     document.getElementById('bar').value = v.progress;
     setTimeout(follow, 1000);
+  }
+
+  // ---- edit and delete (uploader and admins) ------------------------------
+
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const csrf = csrfMeta ? csrfMeta.content : '';
+  const api = '/api/videos/' + encodeURIComponent(id);
+
+  function say(text, isError) {
+    msg.className = isError ? 'err' : '';
+    msg.textContent = text;
+  }
+
+  async function refusal(r) {
+    try { return (await r.json()).error || r.statusText; } catch (_) { return r.statusText; }
+  }
+
+  const editForm = document.getElementById('edit');
+  if (editForm) {
+    editForm.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const title = document.getElementById('edit-title').value.trim();
+      const description = document.getElementById('edit-description').value.trim();
+      let r;
+      try {
+        r = await fetch(api, {
+          method: 'PATCH',
+          headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-CSRF-Token': csrf },
+          body: JSON.stringify({ title, description }),
+        });
+      } catch (_) {
+        return say('Not saved: the connection was lost.', true);
+      }
+      if (!r.ok) return say('Not saved (' + r.status + '): ' + await refusal(r), true);
+      const v = await r.json();
+      const h1 = document.getElementById('title');
+      h1.textContent = v.title; h1.title = v.title;
+      document.title = v.title + ' · TritonTube';
+      const desc = document.getElementById('description');
+      desc.textContent = v.description || '';
+      desc.hidden = !v.description;
+      say('Saved.', false);
+    });
+  }
+
+  const deleteForm = document.getElementById('delete');
+  if (deleteForm) {
+    deleteForm.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      if (!window.confirm('Delete this video for good?')) return;
+      let r;
+      try {
+        r = await fetch(api, { method: 'DELETE', headers: { Accept: 'application/json', 'X-CSRF-Token': csrf } });
+      } catch (_) {
+        return say('Not deleted: the connection was lost.', true);
+      }
+      if (r.status === 204 || r.status === 202) {
+        window.location.assign('/');
+        return;
+      }
+      say('Not deleted (' + r.status + '): ' + await refusal(r), true);
+    });
   }
 
   size(parseInt(video.dataset.w, 10), parseInt(video.dataset.h, 10));

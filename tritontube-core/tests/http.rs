@@ -56,6 +56,8 @@ async fn site(cache_mb: u64) -> (Site, Bytes, String) {
         admin_token: None,
         uploads: Default::default(),
         tus: None,
+        // The course project's open uploads: these tests upload anonymously.
+        accounts: std::sync::Arc::new(tritontube_core::web::auth::Accounts::new(true)),
     };
     (Site { app, dir }, body, format!("\"{}\"", m.sha256))
 }

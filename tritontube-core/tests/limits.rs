@@ -42,6 +42,8 @@ async fn start(limits: ServeLimits) -> Server {
         cache: Default::default(),
         uploads: Default::default(),
         tus: None,
+        // The course project's open uploads: these tests upload anonymously.
+        accounts: std::sync::Arc::new(tritontube_core::web::auth::Accounts::new(true)),
         admin_token: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

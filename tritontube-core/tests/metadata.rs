@@ -298,7 +298,7 @@ async fn a_version_1_database_is_upgraded_to_the_current_version() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     // Version 3 indexes the active videos, those already there included
     // (version 4 adds the web servers' acknowledgements of the ring).
     assert_eq!(store.list_active_videos(0).await.unwrap(), [old.clone()]);
@@ -311,6 +311,10 @@ async fn a_version_1_database_is_upgraded_to_the_current_version() {
         .await
         .unwrap();
     assert_eq!(found.videos, [old.clone()]);
+    // Version 6 adds accounts: none yet, and the video written before
+    // owners existed has none (only admins may change it).
+    assert!(store.list_users().await.unwrap().is_empty());
+    assert_eq!(store.get_video(&old.id).await.unwrap().owner, None);
     // Reopening an upgraded file changes nothing.
     drop(store);
     let store = SqliteMetadataStore::open_read_only(&path).unwrap();

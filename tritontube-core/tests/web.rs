@@ -62,6 +62,8 @@ fn site(max_upload: u64) -> Site {
         admin_token: Some(TOKEN.into()),
         uploads: Default::default(),
         tus: None,
+        // The course project's open uploads: these tests upload anonymously.
+        accounts: std::sync::Arc::new(tritontube_core::web::auth::Accounts::new(true)),
     };
     Site { app, _dir: dir }
 }

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! With no positional arguments it runs on an embedded default: SQLite and a
-//! local content directory under `--data-dir`. Every flag can also come from
+//! local content directory under `--data-dir`. `tritontube-web user add|passwd|list`
+//! manages the accounts of its metadata store (see
+//! [`tritontube_core::config::UserArgs`]). Every flag can also come from
 //! a TOML file (`--config FILE`); see [`tritontube_core::config`].
 //!
 //! dash.js and hls.js (the browser's players) and tus-js-client (the home
@@ -34,6 +36,9 @@ const TUS_JS_LICENSE: &[u8] = include_bytes!(env!("TRITONTUBE_TUS_JS_LICENSE"));
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "user") {
+        return user(std::env::args_os().skip(1)).await;
+    }
     let loaded = config::load_or_exit::<WebArgs>();
     if loaded.args.print_config {
         return match loaded.effective_web() {
@@ -75,4 +80,41 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tritontube-web user ...`.
+async fn user(argv: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args = config::UserArgs::parse_or_exit(argv);
+    match tritontube_core::server::user_command(args, read_password).await {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tritontube-web user: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A password: typed twice on the terminal without echo, or the first line
+/// of standard input when it is not a terminal.
+fn read_password(prompt: &str) -> tritontube_core::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let io = |e| tritontube_core::Error::io("standard input", e);
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt).map_err(io)?;
+        let again = rpassword::prompt_password("Again: ").map_err(io)?;
+        if first != again {
+            return Err(tritontube_core::Error::invalid(
+                "password",
+                "",
+                "the two passwords typed differ",
+            ));
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(io)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

@@ -84,6 +84,7 @@ async fn web_and_node_run_from_config_files_and_a_flag_wins_over_the_file() {
         &web_toml,
         &format!(
             "host = \"127.0.0.1\"\nport = {file_port}\nmax-upload-mb = 1\nreplicas = 1\n\
+             public-uploads = true\n\
              data-dir = {:?}\nadmin-token = \"from-the-file\"\n\
              metadata = \"sqlite:{}\"\ncontent = \"nw:127.0.0.1:{admin},{}\"\n",
             root.join("web-data").display().to_string(),
@@ -120,7 +121,9 @@ async fn web_and_node_run_from_config_files_and_a_flag_wins_over_the_file() {
     let status = client.status().await.unwrap();
     assert_eq!(status.replicas, 1);
 
-    // max-upload-mb = 1 from the file: a 2 MiB upload is refused, 413.
+    // max-upload-mb = 1 and public-uploads from the file: an anonymous
+    // 2 MiB upload is refused for its size (413), not for want of an
+    // account (401).
     let form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(vec![0u8; 2 << 20]).file_name("big.mp4"),

@@ -72,7 +72,7 @@ async fn the_binaries_alone_serve_a_playing_video_and_a_favicon() {
         child: Command::new(&web_bin)
             .current_dir(&dir)
             .args(["--host", "127.0.0.1", "--port", &http.to_string()])
-            .args(["--replicas", "1", "--data-dir", "data"])
+            .args(["--replicas", "1", "--data-dir", "data", "--public-uploads"])
             .args(["sqlite", "data/metadata.db", "nw"])
             .arg(format!("127.0.0.1:{admin},{}", node.addr))
             .env("TRITONTUBE_ADMIN_TOKEN", ADMIN_TOKEN)

@@ -16,7 +16,7 @@ async fn page_basics(browser: &Browser, what: &str) {
     let st = browser
         .eval(
             "return {h1: document.querySelectorAll('h1').length,
-                     unlabelled: Array.from(document.querySelectorAll('input, select, textarea'))
+                     unlabelled: Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
                         .filter(e => !e.labels || e.labels.length === 0).map(e => e.outerHTML),
                      home: !!document.querySelector('a[href=\"/\"]')};",
         )

@@ -54,7 +54,7 @@ use clap::{ArgMatches, Command, Parser};
 pub use file::{Effective, FileError, FileProblem};
 pub use node::NodeArgs;
 pub use stores::{ContentConfig, MetadataConfig};
-pub use web::WebArgs;
+pub use web::{UserArgs, UserCommand, WebArgs};
 
 /// The id of the argument naming the config file, in every binary.
 const CONFIG_ARG: &str = "config";

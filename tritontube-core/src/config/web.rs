@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use super::{ContentConfig, Effective, Loaded, MetadataConfig};
 use crate::error::{Error, Result};
@@ -18,7 +18,13 @@ use crate::web::Assets;
 /// `metadata = "sqlite:./metadata.db"`. A flag on the command line wins
 /// over the file, and the file over the default.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tritontube-web", version, about)]
+#[command(
+    name = "tritontube-web",
+    version,
+    about,
+    after_help = "Accounts: `tritontube-web user add NAME [--admin]`, `user passwd NAME`, \
+                  `user list` (see `tritontube-web user --help`)."
+)]
 pub struct WebArgs {
     /// Host to listen on.
     #[arg(long, default_value = "localhost")]
@@ -56,6 +62,11 @@ pub struct WebArgs {
     /// node_modules/dashjs/dist/modern/umd) instead of the copy built in.
     #[arg(long, value_name = "DIR", value_parser = assets_dir)]
     pub assets: Option<Assets>,
+    /// Let anyone upload without signing in, as the course project did.
+    /// Without it, uploading needs a signed-in user; editing and deleting
+    /// a video always needs its uploader or an admin.
+    #[arg(long)]
+    pub public_uploads: bool,
     /// Seconds between health checks of each storage node.
     #[arg(long, default_value = "0.5", value_parser = seconds)]
     pub health_interval: Duration,
@@ -129,6 +140,90 @@ pub struct WebArgs {
     /// `sqlite ./metadata.db nw "localhost:8081,localhost:8090"`.
     #[arg(num_args = 0..=4, value_names = ["METADATA_KIND", "METADATA_OPTION", "CONTENT_KIND", "CONTENT_OPTION"])]
     pub stores: Vec<String>,
+}
+
+/// Manages the accounts in the metadata store the web server is configured
+/// with (`tritontube-web user ...`). Passwords are read from standard input
+/// (one line), or asked for on the terminal without echo; never from the
+/// command line, where every user could see them in `ps`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tritontube-web user",
+    bin_name = "tritontube-web user",
+    version
+)]
+pub struct UserArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: UserCommand,
+    /// The web server's data directory (its default SQLite store is here).
+    #[arg(long, default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// The metadata store, `sqlite:PATH` or `etcd:HOST:PORT,...`, as given
+    /// to the web server. Default: the one `--config` names, else SQLite in
+    /// DATA_DIR.
+    #[arg(long, value_name = "KIND:OPTION", global = true)]
+    pub metadata: Option<MetadataConfig>,
+    /// The web server's TOML config file, to find its metadata store.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TRITONTUBE_WEB_CONFIG",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+}
+
+/// An account command.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Creates an account (its password is read from stdin or the terminal).
+    Add {
+        /// Its name: letters, digits, '.', '_' and '-'.
+        name: String,
+        /// Make it an admin (may edit and delete every video).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Sets an account's password (read from stdin or the terminal).
+    Passwd {
+        /// The account's name.
+        name: String,
+    },
+    /// Lists the accounts: name, role, creation time.
+    List,
+}
+
+impl UserArgs {
+    /// Parses `argv` (`user` first); on an error (or `--help`), prints it
+    /// and exits as clap does.
+    pub fn parse_or_exit<I, T>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        <Self as Parser>::parse_from(argv)
+    }
+
+    /// The metadata store to work on: `--metadata`, else the one the
+    /// config file sets, else SQLite in `--data-dir`.
+    pub fn metadata(&self) -> Result<MetadataConfig> {
+        if let Some(m) = &self.metadata {
+            return Ok(m.clone());
+        }
+        if let Some(path) = &self.config {
+            let argv = [
+                std::ffi::OsString::from("tritontube-web"),
+                "--config".into(),
+                path.into(),
+            ];
+            let loaded = super::load::<WebArgs, _>(argv).map_err(|e| {
+                Error::invalid("config file", path.display().to_string(), e.to_string())
+            })?;
+            return Ok(loaded.args.stores()?.0);
+        }
+        Ok(MetadataConfig::embedded(&self.data_dir))
+    }
 }
 
 /// dash.js read from a directory (checked, and read, when the command line

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     ClusterState, FileRecord, MetadataStore, NodeEntry, PageCursor, PageRequest, Phase, Rendition,
-    SearchRequest, Video, VideoChange, VideoFacts, VideoState,
+    Role, SearchRequest, Session, User, Video, VideoChange, VideoFacts, VideoState,
 };
 use crate::error::Error;
 use crate::id::{ContentKey, VideoId};
@@ -33,6 +33,204 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     cluster_acks_are_per_server(&*store).await;
     cluster_state_compare_and_swap(&*store).await;
     admin_lock_is_exclusive_and_expires(&*store).await;
+    users_are_created_once_and_listed_by_name(store.clone()).await;
+    sessions_live_until_they_lapse_or_are_deleted(&*store).await;
+    videos_keep_their_owner(&*store).await;
+}
+
+fn user(name: &str, role: Role) -> User {
+    User {
+        name: name.into(),
+        role,
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ${name}"),
+        created_ms: 1_700_000_000_000,
+    }
+}
+
+/// Accounts: created once (of 8 racing creates of one name exactly one
+/// wins), read back as written, listed by name, a password replaced only
+/// for a known name, and bad names refused without a write.
+pub async fn users_are_created_once_and_listed_by_name(store: Arc<dyn MetadataStore>) {
+    assert!(
+        store.list_users().await.expect("list").is_empty(),
+        "no users in a new store"
+    );
+    assert_eq!(
+        store.user("nobody").await.expect("read"),
+        None,
+        "unknown user"
+    );
+    let racers = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.create_user(&user("zoe", Role::Owner)).await })
+    });
+    let wins = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .filter(|r| match r {
+            Ok(()) => true,
+            Err(Error::AlreadyExists { .. }) => false,
+            Err(e) => panic!("create_user failed: {e}"),
+        })
+        .count();
+    assert_eq!(wins, 1, "exactly one create of a name succeeds");
+    store
+        .create_user(&user("al.ice-1", Role::User))
+        .await
+        .expect("create");
+    store
+        .create_user(&user("bob", Role::Admin))
+        .await
+        .expect("create");
+    assert_eq!(
+        store.user("bob").await.expect("read"),
+        Some(user("bob", Role::Admin))
+    );
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["al.ice-1", "bob", "zoe"],
+        "users are listed by name"
+    );
+    store
+        .set_user_password("bob", "$argon2id$new")
+        .await
+        .expect("set password");
+    let bob = store.user("bob").await.expect("read").expect("bob");
+    assert_eq!(bob.password_hash, "$argon2id$new");
+    assert_eq!(bob.role, Role::Admin, "a new password keeps the role");
+    assert!(matches!(
+        store.set_user_password("carol", "$argon2id$x").await,
+        Err(Error::NotFound { .. })
+    ));
+    for bad in ["", "a b", ".x", "x/y", &"n".repeat(65)] {
+        assert!(
+            matches!(
+                store.create_user(&user(bad, Role::User)).await,
+                Err(Error::InvalidInput { .. })
+            ),
+            "the user name {bad:?} is refused"
+        );
+    }
+    assert_eq!(
+        store.list_users().await.expect("list").len(),
+        3,
+        "refusals wrote nothing"
+    );
+}
+
+/// Sessions: read back by token hash while live, gone once deleted
+/// (deleting again is no error) and once their account's password
+/// changes, a lapsed one reads as none, and a token hash that is not a
+/// SHA-256 is refused.
+pub async fn sessions_live_until_they_lapse_or_are_deleted(store: &dyn MetadataStore) {
+    let now = super::lifecycle::now_ms();
+    let live = Session {
+        token_hash: "a".repeat(64),
+        user: "zoe".into(),
+        expires_ms: now + 3_600_000,
+    };
+    let lapsed = Session {
+        token_hash: "b".repeat(64),
+        user: "zoe".into(),
+        expires_ms: now - 1,
+    };
+    store.create_session(&live).await.expect("create");
+    store.create_session(&lapsed).await.expect("create");
+    assert_eq!(
+        store.session(&live.token_hash).await.expect("read"),
+        Some(live.clone())
+    );
+    assert_eq!(
+        store.session(&lapsed.token_hash).await.expect("read"),
+        None,
+        "lapsed"
+    );
+    assert_eq!(
+        store.session(&"c".repeat(64)).await.expect("read"),
+        None,
+        "unknown"
+    );
+    // A new password ends every session of its account, and only those.
+    let others = Session {
+        token_hash: "d".repeat(64),
+        user: "bob".into(),
+        expires_ms: now + 3_600_000,
+    };
+    let again = Session {
+        token_hash: "e".repeat(64),
+        ..live.clone()
+    };
+    store.create_session(&others).await.expect("create");
+    store.create_session(&again).await.expect("create");
+    store
+        .set_user_password("zoe", "$argon2id$changed")
+        .await
+        .expect("set password");
+    for s in [&live, &again] {
+        assert_eq!(
+            store.session(&s.token_hash).await.expect("read"),
+            None,
+            "a new password ends the account's sessions"
+        );
+    }
+    assert_eq!(
+        store.session(&others.token_hash).await.expect("read"),
+        Some(others.clone()),
+        "another account's session lives on"
+    );
+    store.create_session(&live).await.expect("create");
+    store
+        .delete_session(&live.token_hash)
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.session(&live.token_hash).await.expect("read"),
+        None,
+        "deleted"
+    );
+    store
+        .delete_session(&live.token_hash)
+        .await
+        .expect("deleting twice is no error");
+    for bad in ["", "abc", &"A".repeat(64), &"g".repeat(64)] {
+        assert!(
+            matches!(store.session(bad).await, Err(Error::InvalidInput { .. })),
+            "the token hash {bad:?} is refused"
+        );
+    }
+}
+
+/// A video's owner is kept through changes; a record without one reads as
+/// `None`.
+pub async fn videos_keep_their_owner(store: &dyn MetadataStore) {
+    let mut v = Video::new(id("owned"), "Owned");
+    v.owner = Some("al.ice-1".into());
+    store.create_video(&v).await.expect("create");
+    store
+        .set_video_state(&v.id, VideoState::Ready)
+        .await
+        .expect("state");
+    assert_eq!(
+        store.get_video(&v.id).await.expect("read").owner.as_deref(),
+        Some("al.ice-1")
+    );
+    let anonymous = Video::new(id("anonymous"), "Anonymous");
+    store.create_video(&anonymous).await.expect("create");
+    assert_eq!(
+        store.get_video(&anonymous.id).await.expect("read").owner,
+        None
+    );
+    for vid in [&v.id, &anonymous.id] {
+        store.delete_video(vid).await.expect("delete");
+    }
 }
 
 /// `change_video` applies each decision to the record it was shown: 16

@@ -13,6 +13,8 @@
 //! | `<prefix>generation/<videoId>` | the last generation handed out for the id, decimal; kept after a delete |
 //! | `<prefix>acks/<server>` | a web server's acknowledgement of the cluster state it routes by, JSON |
 //! | `<prefix>active/<videoId>` | the id, while the video is in an active phase (uploaded, processing, deleting); written in the same transaction as the record |
+//! | `<prefix>users/<name>` | an account ([`User`]), JSON |
+//! | `<prefix>sessions/<token hash>` | a signed-in session ([`Session`]), JSON, attached to a lease that ends a little after it lapses |
 //!
 //! [`MetadataStore::search_videos`] has no index here: it walks `by-time/`
 //! from the cursor, newest first, reading records 100 at a time and keeping
@@ -39,10 +41,11 @@ use etcd_client::{
     TxnOpResponse, WatchOptions,
 };
 
+use super::accounts::validate_token_hash;
 use super::{
     AdminLease, ClusterAck, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore,
-    PageCursor, PageRequest, SearchPage, SearchRequest, Versioned, Video, VideoChange,
-    VideoChangeFn, VideoFacts, VideoPage, VideoState,
+    PageCursor, PageRequest, SearchPage, SearchRequest, Session, User, Versioned, Video,
+    VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState, validate_user_name,
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
@@ -440,6 +443,42 @@ impl EtcdMetadataStore {
                 .sum::<u64>();
         }
         Ok(deleted)
+    }
+}
+
+impl EtcdMetadataStore {
+    fn user_key(&self, name: &str) -> String {
+        format!("{}users/{name}", self.prefix)
+    }
+
+    fn session_key(&self, token_hash: &str) -> String {
+        format!("{}sessions/{token_hash}", self.prefix)
+    }
+
+    /// Deletes every session of `user`. Sessions are keyed by token hash,
+    /// so this reads them all: there are as many as signed-in browsers,
+    /// and passwords change rarely.
+    async fn end_sessions_of(&self, user: &str) -> Result<()> {
+        let start = format!("{}sessions/", self.prefix);
+        let end = format!("{}sessions0", self.prefix);
+        for (k, v) in self.range(start, end, 0).await? {
+            let theirs = serde_json::from_slice::<Session>(&v).is_ok_and(|s| s.user == user);
+            if theirs {
+                self.retry("end a session", |mut c| {
+                    let k = k.clone();
+                    async move { c.delete(k, None).await }
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_user(&self, key: &[u8], value: &[u8]) -> Result<User> {
+        serde_json::from_slice(value).map_err(|e| Error::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -990,6 +1029,123 @@ impl MetadataStore for EtcdMetadataStore {
         let mut c = self.client.clone();
         // Revoking the lease deletes the lock key with it.
         let _ = c.lease_revoke(lease.token as i64).await;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &User) -> Result<()> {
+        validate_user_name(&user.name)?;
+        let key = self.user_key(&user.name);
+        let json = serde_json::to_vec(user).map_err(|e| Error::backend("etcd", "encode", e))?;
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(key, json, None)]);
+        if self.txn("create user", txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Err(Error::AlreadyExists {
+                key: format!("user {}", user.name),
+            })
+        }
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>> {
+        validate_user_name(name)?;
+        let key = self.user_key(name);
+        match self.get_raw(&key).await? {
+            Some((b, _)) => self.decode_user(key.as_bytes(), &b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let start = format!("{}users/", self.prefix);
+        let end = format!("{}users0", self.prefix);
+        self.range(start, end, 0)
+            .await?
+            .iter()
+            .map(|(k, v)| self.decode_user(k, v))
+            .collect()
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        validate_user_name(name)?;
+        let key = self.user_key(name);
+        // Compare-and-set on the record's revision, so a racing change of
+        // the same account is not overwritten.
+        for _ in 0..32 {
+            let Some((bytes, rev)) = self.get_raw(&key).await? else {
+                return Err(Error::not_found(format!("user {name}")));
+            };
+            let mut user = self.decode_user(key.as_bytes(), &bytes)?;
+            user.password_hash = password_hash.to_string();
+            let json =
+                serde_json::to_vec(&user).map_err(|e| Error::backend("etcd", "encode", e))?;
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    rev,
+                )])
+                .and_then(vec![TxnOp::put(key.clone(), json, None)]);
+            if self.txn("set password", txn).await?.succeeded() {
+                return self.end_sessions_of(name).await;
+            }
+        }
+        Err(Error::Conflict {
+            key: format!("user {name}"),
+            reason: "too many concurrent changes".into(),
+        })
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        validate_token_hash(&session.token_hash)?;
+        validate_user_name(&session.user)?;
+        let json = serde_json::to_vec(session).map_err(|e| Error::backend("etcd", "encode", e))?;
+        // The lease outlives the session by a minute: reads check
+        // `expires_ms` themselves, the lease only clears lapsed keys away.
+        let secs = ((session.expires_ms - super::lifecycle::now_ms()) / 1000).max(0) + 60;
+        let lease = self
+            .retry(
+                "lease",
+                |mut c| async move { c.lease_grant(secs, None).await },
+            )
+            .await?
+            .id();
+        let key = self.session_key(&session.token_hash);
+        let opts = etcd_client::PutOptions::new().with_lease(lease);
+        self.retry("create session", |mut c| {
+            let (key, json, opts) = (key.clone(), json.clone(), opts.clone());
+            async move { c.put(key, json, Some(opts)).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>> {
+        validate_token_hash(token_hash)?;
+        let key = self.session_key(token_hash);
+        let Some((bytes, _)) = self.get_raw(&key).await? else {
+            return Ok(None);
+        };
+        let s: Session = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            key,
+            reason: e.to_string(),
+        })?;
+        Ok((s.expires_ms > super::lifecycle::now_ms()).then_some(s))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        validate_token_hash(token_hash)?;
+        let key = self.session_key(token_hash);
+        self.retry("delete session", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await?;
         Ok(())
     }
 }

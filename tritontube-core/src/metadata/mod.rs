@@ -172,6 +172,11 @@ pub struct Video {
     /// Who works on it while it is in an active [`Phase`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<JobLease>,
+    /// The name of the [`User`] who uploaded it; `None` for an anonymous
+    /// upload (`--public-uploads`) and for records written before accounts
+    /// existed. Such videos only admins may edit or delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 fn first_generation() -> u64 {
@@ -210,6 +215,7 @@ impl Video {
             facts: VideoFacts::default(),
             generation: 1,
             lease: None,
+            owner: None,
         }
     }
 }
@@ -580,6 +586,22 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn renew_admin_lock(&self, lease: &AdminLease) -> Result<()>;
     /// Releases a held lock (no error if it had already expired).
     async fn unlock_admin(&self, lease: &AdminLease) -> Result<()>;
+
+    /// Creates an account if no account has its name.
+    async fn create_user(&self, user: &User) -> Result<()>;
+    /// Reads an account, if there is one of that name.
+    async fn user(&self, name: &str) -> Result<Option<User>>;
+    /// Every account, by name.
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Replaces an account's password hash (a PHC string) and ends every
+    /// session of the account.
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()>;
+    /// Records a signed-in session.
+    async fn create_session(&self, session: &Session) -> Result<()>;
+    /// The live session of a token hash, if any.
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>>;
+    /// Forgets a session (signing out).
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
 }
 
 macro_rules! forward_metadata {
@@ -675,6 +697,27 @@ macro_rules! forward_metadata {
             async fn unlock_admin(&self, lease: &AdminLease) -> Result<()> {
                 (**self).unlock_admin(lease).await
             }
+            async fn create_user(&self, user: &User) -> Result<()> {
+                (**self).create_user(user).await
+            }
+            async fn user(&self, name: &str) -> Result<Option<User>> {
+                (**self).user(name).await
+            }
+            async fn list_users(&self) -> Result<Vec<User>> {
+                (**self).list_users().await
+            }
+            async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()> {
+                (**self).set_user_password(name, password_hash).await
+            }
+            async fn create_session(&self, session: &Session) -> Result<()> {
+                (**self).create_session(session).await
+            }
+            async fn session(&self, token_hash: &str) -> Result<Option<Session>> {
+                (**self).session(token_hash).await
+            }
+            async fn delete_session(&self, token_hash: &str) -> Result<()> {
+                (**self).delete_session(token_hash).await
+            }
         }
     };
 }
@@ -682,11 +725,13 @@ macro_rules! forward_metadata {
 forward_metadata!(std::sync::Arc<S>);
 forward_metadata!(Box<S>);
 
+mod accounts;
 pub mod conformance;
 mod etcd;
 pub mod lifecycle;
 mod sqlite;
 
+pub use accounts::{MAX_USER_NAME_CHARS, Role, Session, User, validate_user_name};
 pub use etcd::{DEFAULT_PREFIX, EtcdMetadataStore};
 pub use lifecycle::Lifecycle;
 pub use sqlite::SqliteMetadataStore;

@@ -12,6 +12,10 @@
 //! Version 5 added `videos_search`, an FTS5 index of every video's title and
 //! description kept up to date by triggers on `videos`, for
 //! [`MetadataStore::search_videos`].
+//!
+//! Version 6 added `users` (name, role, argon2 PHC string, creation time)
+//! and `sessions` (the SHA-256 of a session token, its user, when it
+//! lapses) for accounts.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,10 +24,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::accounts::validate_token_hash;
 use super::{
     AdminLease, ClusterAck, ClusterState, DEFAULT_FILE_RECORDS_LIMIT, FileRecord, MetadataStore,
-    PageCursor, PageRequest, SearchPage, SearchRequest, Versioned, Video, VideoChange,
-    VideoChangeFn, VideoFacts, VideoPage, VideoState,
+    PageCursor, PageRequest, SearchPage, SearchRequest, Session, User, Versioned, Video,
+    VideoChange, VideoChangeFn, VideoFacts, VideoPage, VideoState, validate_user_name,
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, VideoId};
@@ -31,7 +36,7 @@ use crate::ring::{HashRange, key_hash};
 use crate::store::Sha256Digest;
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Metadata in a SQLite file.
 #[derive(Debug, Clone)]
@@ -143,6 +148,9 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     if version < 5 {
         create_v5(&tx)?;
+    }
+    if version < 6 {
+        create_v6(&tx)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
@@ -272,6 +280,60 @@ fn create_v5(tx: &Connection) -> rusqlite::Result<()> {
         title_rec = json_text("record", "title"),
         desc_rec = json_text("record", "description"),
     ))
+}
+
+/// Version 6: accounts and their sessions.
+fn create_v6(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS users (
+             name TEXT PRIMARY KEY,
+             role TEXT NOT NULL,
+             password_hash TEXT NOT NULL,
+             created_ms INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS sessions (
+             token_hash TEXT PRIMARY KEY,
+             user TEXT NOT NULL,
+             expires_ms INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_ms);
+         CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user);",
+    )
+}
+
+/// Decodes one `users` row; an unknown role is [`Error::Corrupt`].
+fn decode_user(name: String, role: String, password_hash: String, created_ms: i64) -> Result<User> {
+    let role = serde_json::from_value(serde_json::Value::String(role.clone())).map_err(|_| {
+        Error::Corrupt {
+            key: format!("users/{name}"),
+            reason: format!("unknown role {role:?}"),
+        }
+    })?;
+    Ok(User {
+        name,
+        role,
+        password_hash,
+        created_ms,
+    })
+}
+
+/// Reads users by a `SELECT name, role, password_hash, created_ms ...`.
+fn query_users(
+    c: &Connection,
+    path: &Path,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<User>> {
+    let mut stmt = c
+        .prepare_cached(sql)
+        .map_err(|e| sql_error(path, "read users", e))?;
+    let rows: Vec<(String, String, String, i64)> = stmt
+        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .and_then(|m| m.collect())
+        .map_err(|e| sql_error(path, "read users", e))?;
+    rows.into_iter()
+        .map(|(n, r, h, ms)| decode_user(n, r, h, ms))
+        .collect()
 }
 
 /// SQL for the text field `field` of the JSON record `record`, or `''` when
@@ -1031,6 +1093,126 @@ impl MetadataStore for SqliteMetadataStore {
         self.call("release admin lock", move |c| {
             c.execute("DELETE FROM admin_lock WHERE k = 1 AND token = ?1", [token])
                 .map_err(|e| sql_error(&path, "release the admin lock", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: &User) -> Result<()> {
+        validate_user_name(&user.name)?;
+        let u = user.clone();
+        let path = self.path.clone();
+        self.call("create user", move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO users (name, role, password_hash, created_ms)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name) DO NOTHING",
+                    params![u.name, u.role.name(), u.password_hash, u.created_ms],
+                )
+                .map_err(|e| sql_error(&path, "create a user", e))?;
+            if n == 0 {
+                return Err(Error::AlreadyExists {
+                    key: format!("user {}", u.name),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>> {
+        validate_user_name(name)?;
+        let name = name.to_string();
+        let path = self.path.clone();
+        self.call("read user", move |c| {
+            let sql = "SELECT name, role, password_hash, created_ms FROM users WHERE name = ?1";
+            Ok(query_users(c, &path, sql, [name])?.pop())
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let path = self.path.clone();
+        self.call("list users", move |c| {
+            let sql = "SELECT name, role, password_hash, created_ms FROM users ORDER BY name";
+            query_users(c, &path, sql, [])
+        })
+        .await
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        validate_user_name(name)?;
+        let (name, hash) = (name.to_string(), password_hash.to_string());
+        let path = self.path.clone();
+        self.call("set password", move |c| {
+            let err = |e| sql_error(&path, "set a password", e);
+            let tx = c.transaction().map_err(err)?;
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?1 WHERE name = ?2",
+                    params![hash, name],
+                )
+                .map_err(err)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("user {name}")));
+            }
+            tx.execute("DELETE FROM sessions WHERE user = ?1", [&name])
+                .map_err(err)?;
+            tx.commit().map_err(|e| sql_error(&path, "commit", e))
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        validate_token_hash(&session.token_hash)?;
+        validate_user_name(&session.user)?;
+        let s = session.clone();
+        let path = self.path.clone();
+        self.call("create session", move |c| {
+            // Lapsed sessions are forgotten as new ones come.
+            c.execute("DELETE FROM sessions WHERE expires_ms < ?1", [now_ms()])
+                .map_err(|e| sql_error(&path, "forget lapsed sessions", e))?;
+            c.execute(
+                "INSERT INTO sessions (token_hash, user, expires_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(token_hash) DO UPDATE SET user = ?2, expires_ms = ?3",
+                params![s.token_hash, s.user, s.expires_ms],
+            )
+            .map_err(|e| sql_error(&path, "create a session", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>> {
+        validate_token_hash(token_hash)?;
+        let hash = token_hash.to_string();
+        let path = self.path.clone();
+        self.call("read session", move |c| {
+            c.query_row(
+                "SELECT token_hash, user, expires_ms FROM sessions
+                 WHERE token_hash = ?1 AND expires_ms > ?2",
+                params![hash, now_ms()],
+                |r| {
+                    Ok(Session {
+                        token_hash: r.get(0)?,
+                        user: r.get(1)?,
+                        expires_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| sql_error(&path, "read a session", e))
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        validate_token_hash(token_hash)?;
+        let hash = token_hash.to_string();
+        let path = self.path.clone();
+        self.call("delete session", move |c| {
+            c.execute("DELETE FROM sessions WHERE token_hash = ?1", [hash])
+                .map_err(|e| sql_error(&path, "delete a session", e))?;
             Ok(())
         })
         .await

@@ -10,6 +10,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::App;
+use super::auth::SignedIn;
 use super::conn::ClientAddr;
 use super::handlers;
 use super::limits::{UploadLimiter, UploadPermit};
@@ -50,6 +51,8 @@ fn routed(path: &str) -> bool {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         [""] | ["upload"] | ["api", "videos"] | ["healthz"] | ["metrics"] => true,
+        ["signin" | "signout"] => true,
+        ["videos", name, "edit" | "delete"] => !name.is_empty(),
         ["favicon.ico" | "favicon.svg"] => true,
         ["videos" | "static", name] | ["api", "videos", name] => !name.is_empty(),
         ["content", rest @ ..] => !rest.is_empty(),
@@ -87,6 +90,97 @@ fn upload_slot(
                 .map_err(html_err)
         }
     })
+}
+
+/// The caller a request's session cookie names, if any ([`Accounts::signed_in`](super::auth::Accounts::signed_in)).
+pub fn signed_in(
+    app: App,
+) -> impl Filter<Extract = (Option<SignedIn>,), Error = Rejection> + Clone {
+    warp::cookie::optional::<String>(super::auth::SESSION_COOKIE).and_then(
+        move |cookie: Option<String>| {
+            let app = app.clone();
+            async move {
+                app.accounts
+                    .signed_in(&*app.meta, cookie.as_deref())
+                    .await
+                    .map_err(html_err)
+            }
+        },
+    )
+}
+
+/// A small urlencoded form (sign-in, sign-out, edit, delete), as text.
+fn small_form() -> impl Filter<Extract = (handlers::FormFields,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(64 * 1024).and(warp::body::form())
+}
+
+/// The account routes: `GET`/`POST /signin`, `POST /signout`, and the
+/// watch page's forms `POST /videos/<id>/edit` and `POST /videos/<id>/delete`.
+fn account_routes(
+    app: App,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let signin_page = warp::path!("signin")
+        .and(warp::get())
+        .and(signed_in(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(handlers::signin_page);
+    let signin = warp::path!("signin")
+        .and(warp::post())
+        .and(small_form())
+        .and(with_app(app.clone()))
+        .and_then(handlers::signin);
+    let signout = warp::path!("signout")
+        .and(warp::post())
+        .and(signed_in(app.clone()))
+        .and(small_form())
+        .and(with_app(app.clone()))
+        .and_then(handlers::signout);
+    let edit = warp::path!("videos" / String / "edit")
+        .and(warp::post())
+        .and(signed_in(app.clone()))
+        .and(small_form())
+        .and(with_app(app.clone()))
+        .and_then(handlers::edit_form);
+    let delete = warp::path!("videos" / String / "delete")
+        .and(warp::post())
+        .and(signed_in(app.clone()))
+        .and(small_form())
+        .and(with_app(app.clone()))
+        .and_then(handlers::delete_form);
+    let patch = warp::path!("api" / "videos" / String)
+        .and(warp::patch())
+        .and(api_caller(app.clone()))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and(with_app(app))
+        .and_then(handlers::api_patch);
+    signin_page
+        .or(signin)
+        .unify()
+        .or(signout)
+        .unify()
+        .or(edit)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(patch)
+        .unify()
+}
+
+/// What a JSON API call that changes something presents: the admin token
+/// (`Authorization`), or a session cookie with its CSRF token (header
+/// `X-CSRF-Token`).
+fn api_caller(
+    app: App,
+) -> impl Filter<Extract = (handlers::ApiCaller,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(signed_in(app))
+        .and(warp::header::optional::<String>(super::auth::CSRF_HEADER))
+        .map(|authorization, signed_in, csrf| handlers::ApiCaller {
+            authorization,
+            signed_in,
+            csrf,
+        })
 }
 
 /// The last route: rejects every request it sees with [`Unrouted`].
@@ -132,6 +226,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
     let index = warp::path::end()
         .and(warp::get())
         .and(warp::query::<handlers::ListQuery>())
+        .and(signed_in(app.clone()))
         .and(with_app(app.clone()))
         .and_then(handlers::index);
     let upload = warp::path!("upload")
@@ -140,10 +235,13 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(with_app(app.clone()))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::header::optional::<String>("accept"))
+        .and(signed_in(app.clone()))
+        .and(warp::header::optional::<String>(super::auth::CSRF_HEADER))
         .and(warp::multipart::form().max_length(None))
         .and_then(super::upload::upload);
     let watch = warp::path!("videos" / String)
         .and(warp::get())
+        .and(signed_in(app.clone()))
         .and(with_app(app.clone()))
         .and_then(handlers::watch);
     let content = warp::path("content")
@@ -164,7 +262,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and_then(handlers::api_get);
     let api_delete = warp::path!("api" / "videos" / String)
         .and(warp::delete())
-        .and(warp::header::optional::<String>("authorization"))
+        .and(api_caller(app.clone()))
         .and(with_app(app.clone()))
         .and_then(handlers::api_delete);
     let healthz = warp::path!("healthz")
@@ -176,6 +274,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(with_app(app.clone()))
         .and_then(handlers::metrics);
     let tus = super::tus::routes(app.clone());
+    let accounts = account_routes(app.clone());
     let assets = assets_route(app);
     let unrouted = unrouted();
     index
@@ -186,6 +285,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .or(api_list)
         .or(api_get)
         .or(api_delete)
+        .or(accounts)
         .or(healthz)
         .or(metrics_route)
         .or(assets)

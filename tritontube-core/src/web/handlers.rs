@@ -9,13 +9,17 @@ use warp::Rejection;
 use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::reply::Reply;
 
+use super::auth::{self, SignedIn};
 use super::filters::{html_err, json_err};
 use super::models::{VideoJson, VideoListJson};
+use super::pages::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
 use super::{App, pages};
 use crate::error::Error;
 use crate::id::{ContentKey, FileName, VideoId};
 use crate::ingest::{Deletion, hls};
-use crate::metadata::{PageCursor, PageRequest, SearchRequest, Video, VideoState};
+use crate::metadata::{
+    PageCursor, PageRequest, SearchRequest, User, Video, VideoChange, VideoState,
+};
 use crate::store::{GetOptions, ObjectMeta};
 
 type Reply_ = Result<warp::reply::Response, Rejection>;
@@ -62,25 +66,38 @@ fn search_request(q: &ListQuery, default_limit: usize) -> Result<SearchRequest, 
 
 /// `GET /`: the upload form and a page of videos (`?q=` finds some,
 /// `?cursor=` is the next page).
-pub async fn index(q: ListQuery, app: App) -> Reply_ {
+pub async fn index(q: ListQuery, signed_in: Option<SignedIn>, app: App) -> Reply_ {
     let request = search_request(&q, pages::HOME_PAGE_SIZE).map_err(html_err)?;
     let page = app.meta.search_videos(&request).await.map_err(html_err)?;
     let next = page.next.as_ref().map(PageCursor::encode);
+    let account = pages::Account::of(signed_in.as_ref());
     let home = pages::Home {
         videos: &page.videos,
         query: &request.query,
         next_cursor: next.as_deref(),
         max_upload_bytes: app.ingest.max_upload_bytes(),
+        account: &account,
+        can_upload: signed_in.is_some() || app.accounts.public_uploads,
     };
     Ok(warp::reply::html(pages::index(&pages::SiteUrls::of(&app.assets), home)).into_response())
 }
 
 /// `GET /videos/<id>`.
-pub async fn watch(id: String, app: App) -> Reply_ {
+pub async fn watch(id: String, signed_in: Option<SignedIn>, app: App) -> Reply_ {
     let id = VideoId::new(id).map_err(html_err)?;
     let v = app.meta.get_video(&id).await.map_err(html_err)?;
     let hls = hls_manifest(&app, &v).await.map_err(html_err)?;
-    let page = pages::watch(&pages::SiteUrls::of(&app.assets), &v, hls.as_deref());
+    let can_edit = signed_in
+        .as_ref()
+        .is_some_and(|s| auth::may_change(&v, &s.user).is_ok());
+    let account = pages::Account::of(signed_in.as_ref());
+    let page = pages::watch(
+        &pages::SiteUrls::of(&app.assets),
+        &v,
+        hls.as_deref(),
+        &account,
+        can_edit,
+    );
     Ok(warp::reply::html(page).into_response())
 }
 
@@ -459,29 +476,290 @@ pub async fn api_get(id: String, app: App) -> Reply_ {
 /// `DELETE /api/videos/<id>`: cancels its job, removes its files from every
 /// node, then its record. 204 once all is gone; 202 with the video (state
 /// `deleting`) if the purge takes longer than a few seconds (it goes on in
-/// the background; the id is free once it is done).
-pub async fn api_delete(id: String, authorization: Option<String>, app: App) -> Reply_ {
+/// the background; the id is free once it is done). For the admin token,
+/// or a session (with its CSRF token) of the video's uploader or an admin.
+pub async fn api_delete(id: String, caller: ApiCaller, app: App) -> Reply_ {
     // Who may delete comes first: an anonymous caller learns nothing, not
     // even whether the id exists.
-    app.authorize(authorization.as_deref()).map_err(json_err)?;
+    let user = caller.changer(&app).map_err(json_err)?;
     let id = VideoId::new(id).map_err(json_err)?;
-    app.cache.remove_video(&id);
-    let outcome = app
-        .ingest
-        .delete(&id, DELETE_WAIT)
-        .await
-        .map_err(json_err)?;
-    app.cache.remove_video(&id);
-    Ok(match outcome {
-        Deletion::Done => {
-            warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+    Ok(
+        match delete_video(&app, &id, user).await.map_err(json_err)? {
+            Deletion::Done => {
+                warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+            }
+            Deletion::Pending(v) => warp::reply::with_status(
+                warp::reply::json(&VideoJson::from(&v)),
+                StatusCode::ACCEPTED,
+            )
+            .into_response(),
+        },
+    )
+}
+
+/// Deletes a video for `user` (`None`: the admin token), once it is
+/// allowed to.
+async fn delete_video(app: &App, id: &VideoId, user: Option<&User>) -> Result<Deletion, Error> {
+    if let Some(user) = user {
+        auth::may_change(&app.meta.get_video(id).await?, user)?;
+    }
+    app.cache.remove_video(id);
+    let outcome = app.ingest.delete(id, DELETE_WAIT).await?;
+    app.cache.remove_video(id);
+    if let Some(user) = user {
+        tracing::info!(video = %id, user = %user.name, "video deleted");
+    }
+    Ok(outcome)
+}
+
+/// The text fields of a small urlencoded form.
+pub type FormFields = std::collections::HashMap<String, String>;
+
+/// Who asks the JSON API for a change: the admin token, or a session
+/// cookie and its CSRF token.
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    /// The `Authorization` header, if sent.
+    pub authorization: Option<String>,
+    /// The caller the session cookie names, if any.
+    pub signed_in: Option<SignedIn>,
+    /// The `X-CSRF-Token` header, if sent.
+    pub csrf: Option<String>,
+}
+
+impl ApiCaller {
+    /// The user asking (`None`: the admin token, which may do anything).
+    /// A wrong admin token, or no credentials, is 401; a session without
+    /// its CSRF token is 403.
+    pub fn changer(&self, app: &App) -> Result<Option<&User>, Error> {
+        if self.authorization.is_some() || self.signed_in.is_none() {
+            app.authorize(self.authorization.as_deref()).map_err(|e| {
+                match (&e, &self.authorization) {
+                    (Error::Unauthenticated { .. }, None) => Error::Unauthenticated {
+                        reason: "sign in first (or send the admin token as \
+                                 Authorization: Bearer <token>)"
+                            .into(),
+                    },
+                    _ => e,
+                }
+            })?;
+            return Ok(None);
         }
-        Deletion::Pending(v) => warp::reply::with_status(
-            warp::reply::json(&VideoJson::from(&v)),
-            StatusCode::ACCEPTED,
-        )
-        .into_response(),
-    })
+        let signed = self.signed_in.as_ref().expect("checked above");
+        signed.check_csrf(self.csrf.as_deref())?;
+        Ok(Some(&signed.user))
+    }
+}
+
+/// A change of a video's title or description (`PATCH /api/videos/<id>`,
+/// or the watch page's form); a field left out stays as it is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoEdit {
+    /// The new title: 1 to 200 characters (trimmed).
+    pub title: Option<String>,
+    /// The new description: at most 5000 characters (trimmed).
+    pub description: Option<String>,
+}
+
+impl VideoEdit {
+    /// The edit with its text trimmed, or [`Error::InvalidInput`] saying
+    /// which field is wrong.
+    fn checked(self) -> Result<VideoEdit, Error> {
+        let title = self.title.map(|t| t.trim().to_string());
+        if let Some(t) = &title {
+            if t.is_empty() {
+                return Err(Error::invalid("title", t, "a title cannot be empty"));
+            }
+            if t.chars().count() > MAX_TITLE_CHARS {
+                return Err(Error::invalid(
+                    "title",
+                    "",
+                    format!("a title is at most {MAX_TITLE_CHARS} characters"),
+                ));
+            }
+        }
+        let description = self.description.map(|d| d.trim().to_string());
+        if description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+        {
+            return Err(Error::invalid(
+                "description",
+                "",
+                format!("a description is at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        Ok(VideoEdit { title, description })
+    }
+}
+
+/// Applies `edit` to a video for `user` (`None`: the admin token), once it
+/// is allowed to; returns the video as written.
+async fn edit_video(
+    app: &App,
+    id: &VideoId,
+    user: Option<&User>,
+    edit: VideoEdit,
+) -> Result<Video, Error> {
+    let edit = edit.checked()?;
+    let written = app
+        .meta
+        .change_video(id, &|v: &Video| {
+            if let Some(user) = user {
+                auth::may_change(v, user)?;
+            }
+            if v.state.phase() == crate::metadata::Phase::Deleting {
+                return Err(Error::Conflict {
+                    key: format!("video {id}"),
+                    reason: "it is being deleted".into(),
+                });
+            }
+            let mut v = v.clone();
+            if let Some(t) = &edit.title {
+                v.title = t.clone();
+            }
+            if let Some(d) = &edit.description {
+                v.description = d.clone();
+            }
+            Ok(VideoChange::Put(v))
+        })
+        .await?;
+    written.ok_or_else(|| Error::not_found(format!("video {id}")))
+}
+
+/// `PATCH /api/videos/<id>` with JSON `{"title": .., "description": ..}`:
+/// the video as changed.
+pub async fn api_patch(id: String, caller: ApiCaller, edit: VideoEdit, app: App) -> Reply_ {
+    let user = caller.changer(&app).map_err(json_err)?;
+    let id = VideoId::new(id).map_err(json_err)?;
+    let v = edit_video(&app, &id, user, edit).await.map_err(json_err)?;
+    let mut json = VideoJson::from(&v);
+    json.hls_manifest = hls_manifest(&app, &v).await.map_err(json_err)?;
+    Ok(warp::reply::json(&json).into_response())
+}
+
+/// The signed-in caller of a page's form, its CSRF token checked: 401 if
+/// no one is signed in, 403 if the token is missing or wrong.
+fn form_user<'a>(signed_in: &'a Option<SignedIn>, form: &FormFields) -> Result<&'a User, Error> {
+    let Some(s) = signed_in else {
+        return Err(Error::Unauthenticated {
+            reason: "sign in first".into(),
+        });
+    };
+    s.check_csrf(form.get(auth::CSRF_FIELD).map(String::as_str))?;
+    Ok(&s.user)
+}
+
+/// A `303 See Other` to `to`.
+fn see_other(to: &str) -> warp::reply::Response {
+    warp::reply::with_header(
+        warp::reply::with_status(warp::reply(), StatusCode::SEE_OTHER),
+        header::LOCATION,
+        to,
+    )
+    .into_response()
+}
+
+/// `POST /videos/<id>/edit` (the watch page's form): 303 back to it.
+pub async fn edit_form(
+    id: String,
+    signed_in: Option<SignedIn>,
+    form: FormFields,
+    app: App,
+) -> Reply_ {
+    let user = form_user(&signed_in, &form).map_err(html_err)?;
+    let id = VideoId::new(id).map_err(html_err)?;
+    let edit = VideoEdit {
+        title: form.get("title").cloned(),
+        description: form.get("description").cloned(),
+    };
+    edit_video(&app, &id, Some(user), edit)
+        .await
+        .map_err(html_err)?;
+    Ok(see_other(&format!("/videos/{id}")))
+}
+
+/// `POST /videos/<id>/delete` (the watch page's form): 303 to `/`.
+pub async fn delete_form(
+    id: String,
+    signed_in: Option<SignedIn>,
+    form: FormFields,
+    app: App,
+) -> Reply_ {
+    let user = form_user(&signed_in, &form).map_err(html_err)?;
+    let id = VideoId::new(id).map_err(html_err)?;
+    delete_video(&app, &id, Some(user))
+        .await
+        .map_err(html_err)?;
+    Ok(see_other("/"))
+}
+
+/// `GET /signin`: the sign-in form.
+pub async fn signin_page(signed_in: Option<SignedIn>, app: App) -> Reply_ {
+    let account = pages::Account::of(signed_in.as_ref());
+    let site = pages::SiteUrls::of(&app.assets);
+    Ok(warp::reply::html(pages::signin(&site, &account, "", "")).into_response())
+}
+
+/// `POST /signin` (form `name`, `password`): the session cookie and 303 to
+/// `/`; a wrong name or password is 401 with the form again, saying so
+/// (the same words for an unknown name as for a wrong password).
+pub async fn signin(form: FormFields, app: App) -> Reply_ {
+    let name = form.get("name").map(|n| n.trim()).unwrap_or("");
+    let password = form.get("password").map(String::as_str).unwrap_or("");
+    if name.is_empty() || password.is_empty() {
+        return Err(html_err(Error::invalid(
+            "sign-in form",
+            "",
+            "give both a user name and a password",
+        )));
+    }
+    match app.accounts.sign_in(&*app.meta, name, password).await {
+        Ok((token, _)) => {
+            let mut reply = see_other("/");
+            let cookie = auth::session_cookie(&token);
+            reply.headers_mut().insert(
+                header::SET_COOKIE,
+                cookie
+                    .parse()
+                    .map_err(|e| html_err(Error::backend("http", "cookie", e)))?,
+            );
+            Ok(reply)
+        }
+        Err(Error::Unauthenticated { reason }) => {
+            let site = pages::SiteUrls::of(&app.assets);
+            let message = format!("Not signed in: {reason}.");
+            let page = pages::signin(&site, &pages::Account::default(), name, &message);
+            Ok(
+                warp::reply::with_status(warp::reply::html(page), StatusCode::UNAUTHORIZED)
+                    .into_response(),
+            )
+        }
+        Err(e) => Err(html_err(e)),
+    }
+}
+
+/// `POST /signout` (form `csrf`): forgets the session server-side, clears
+/// the cookie, 303 to `/`.
+pub async fn signout(signed_in: Option<SignedIn>, form: FormFields, app: App) -> Reply_ {
+    if let Some(s) = &signed_in {
+        s.check_csrf(form.get(auth::CSRF_FIELD).map(String::as_str))
+            .map_err(html_err)?;
+        app.meta
+            .delete_session(&s.token_hash)
+            .await
+            .map_err(html_err)?;
+        tracing::info!(user = %s.user.name, "signed out");
+    }
+    let mut reply = see_other("/");
+    reply.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::cleared_cookie()
+            .parse()
+            .map_err(|e| html_err(Error::backend("http", "cookie", e)))?,
+    );
+    Ok(reply)
 }
 
 /// How long a DELETE waits for the purge before answering 202.

@@ -7,11 +7,15 @@
 //! | route | |
 //! |---|---|
 //! | `GET /` | upload form, search (`?q=`) and watch list, newest first (`?cursor=`: next page) |
-//! | `POST /upload` | multipart field `file` and optional `id`, `title`, `description`, in any order ([`upload`]); 303 to `/`, or 201 and JSON for a client asking for JSON |
+//! | `POST /upload` | (signed in, unless uploads are public) multipart field `file` and optional `id`, `title`, `description`, in any order ([`upload`]); 303 to `/`, or 201 and JSON for a client asking for JSON |
 //! | `GET /videos/<id>` | the watch page (dash.js) |
 //! | `GET, HEAD /content/<id>/<file>` | a stored file, with `Range`, `ETag`, caching |
 //! | `GET /api/videos?q=&cursor=&limit=`, `GET /api/videos/<id>`, `DELETE /api/videos/<id>` | JSON API |
 //! | `OPTIONS, POST /files/`, `HEAD, PATCH, DELETE /files/<key>` | resumable uploads with the tus 1.0.0 protocol ([`tus`]) |
+//! | `GET /api/videos?q=&cursor=&limit=`, `GET /api/videos/<id>` | JSON API |
+//! | `PATCH /api/videos/<id>`, `DELETE /api/videos/<id>` | edit (title, description) and delete, for the admin token or the video's uploader and admins ([`auth`]) |
+//! | `GET`/`POST /signin`, `POST /signout` | sign-in page and form, sign-out ([`auth`]) |
+//! | `POST /videos/<id>/edit`, `POST /videos/<id>/delete` | the watch page's forms for its uploader and admins |
 //! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
 //! | `GET /static/<file>`, `GET /favicon.ico` | the player, the site's style sheet and scripts, the favicon ([`assets`]) |
 //!
@@ -23,6 +27,7 @@
 //! [`serve`] limits what clients can hold: see [`limits::ServeLimits`].
 
 pub mod assets;
+pub mod auth;
 pub mod cache;
 mod conn;
 pub mod filters;
@@ -75,6 +80,9 @@ pub struct App {
     /// Resumable (tus) uploads in progress at `/files/` ([`tus`]); `None`
     /// answers those routes 404.
     pub tus: Option<Arc<tus::TusStore>>,
+    /// Sign-in, sessions, and whether uploads need an account
+    /// ([`auth::Accounts`]).
+    pub accounts: Arc<auth::Accounts>,
 }
 
 impl App {

@@ -1,5 +1,7 @@
 //! The HTML pages: the home page (upload form, search and the list of
-//! videos), the watch page (dash.js player) and error pages.
+//! videos), the watch page (dash.js player, and edit and delete for its
+//! uploader and admins), the sign-in page and error pages. Every page's
+//! header shows who is signed in ([`Account`]).
 //!
 //! Each page is an askama template under `tritontube-core/templates/`,
 //! checked and built into the binary at compile time; askama escapes every
@@ -72,6 +74,29 @@ impl SiteUrls {
     }
 }
 
+/// Who is looking at a page, for its header and forms.
+#[derive(Debug, Clone, Default)]
+pub struct Account {
+    /// The signed-in user's name; `None` for an anonymous visitor.
+    pub name: Option<String>,
+    /// The session's CSRF token, which every form of the page sends back
+    /// (empty when no one is signed in).
+    pub csrf: String,
+}
+
+impl Account {
+    /// The account of a signed-in caller, or an anonymous visitor.
+    pub fn of(signed_in: Option<&super::auth::SignedIn>) -> Account {
+        match signed_in {
+            Some(s) => Account {
+                name: Some(s.user.name.clone()),
+                csrf: s.csrf.clone(),
+            },
+            None => Account::default(),
+        }
+    }
+}
+
 /// `m:ss` of a duration in seconds.
 fn duration(secs: f64) -> String {
     let s = secs.round() as u64;
@@ -121,6 +146,8 @@ impl From<&Video> for Tile {
 #[template(path = "index.html")]
 struct IndexPage<'a> {
     site: &'a SiteUrls,
+    account: &'a Account,
+    can_upload: bool,
     tiles: Vec<Tile>,
     query: &'a str,
     more_href: String,
@@ -143,6 +170,11 @@ pub struct Home<'a> {
     pub next_cursor: Option<&'a str>,
     /// The largest upload accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// Who is looking.
+    pub account: &'a Account,
+    /// Whether they may upload (signed in, or uploads are public): the
+    /// upload form is shown only then.
+    pub can_upload: bool,
 }
 
 /// Percent-encodes `s` for a URL's query.
@@ -169,6 +201,8 @@ pub fn index(site: &SiteUrls, home: Home<'_>) -> String {
     };
     IndexPage {
         site,
+        account: home.account,
+        can_upload: home.can_upload,
         tiles: home.videos.iter().map(Tile::from).collect(),
         query: home.query,
         more_href,
@@ -188,6 +222,11 @@ pub fn index(site: &SiteUrls, home: Home<'_>) -> String {
 #[template(path = "watch.html")]
 struct WatchPage<'a> {
     site: &'a SiteUrls,
+    account: &'a Account,
+    /// Whether the viewer may edit and delete it (shows the buttons).
+    can_edit: bool,
+    max_title: usize,
+    max_description: usize,
     id: &'a str,
     title: &'a str,
     description: &'a str,
@@ -209,8 +248,15 @@ struct WatchPage<'a> {
 }
 
 /// The watch page of `v`: its player once it is ready, its progress while
-/// it is processed (the page's script turns one into the other).
-pub fn watch(site: &SiteUrls, v: &Video, hls: Option<&str>) -> String {
+/// it is processed (the page's script turns one into the other); with
+/// `can_edit`, forms to edit its title and description and to delete it.
+pub fn watch(
+    site: &SiteUrls,
+    v: &Video,
+    hls: Option<&str>,
+    account: &Account,
+    can_edit: bool,
+) -> String {
     let (width, height) = frame(v);
     let (percent, reason) = match &v.state {
         VideoState::Processing { progress } => (progress.clamp(0.0, 100.0) as u32, ""),
@@ -220,6 +266,10 @@ pub fn watch(site: &SiteUrls, v: &Video, hls: Option<&str>) -> String {
     let phase = v.state.phase();
     WatchPage {
         site,
+        account,
+        can_edit,
+        max_title: MAX_TITLE_CHARS,
+        max_description: MAX_DESCRIPTION_CHARS,
         id: v.id.as_str(),
         title: &v.title,
         description: &v.description,
@@ -264,6 +314,7 @@ fn frame(v: &Video) -> (u32, u32) {
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     site: &'a SiteUrls,
+    account: &'a Account,
     status: u16,
     reason: &'a str,
     message: &'a str,
@@ -277,8 +328,32 @@ pub fn error(status: u16, message: &str) -> String {
         .unwrap_or("Error");
     ErrorPage {
         site: &SiteUrls::built_in(),
+        account: &Account::default(),
         status,
         reason,
+        message,
+    }
+    .render()
+    .unwrap_or_else(render_failed)
+}
+
+/// The sign-in page.
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SigninPage<'a> {
+    site: &'a SiteUrls,
+    account: &'a Account,
+    name: &'a str,
+    message: &'a str,
+}
+
+/// The sign-in page: a form of name and password, with `message` (why the
+/// last try was refused) above it and `name` filled in.
+pub fn signin(site: &SiteUrls, account: &Account, name: &str, message: &str) -> String {
+    SigninPage {
+        site,
+        account,
+        name,
         message,
     }
     .render()
@@ -318,6 +393,64 @@ mod tests {
         SiteUrls::of(&Assets::embedded(b"var dashjs;", b"BSD"))
     }
 
+    /// The watch page as an anonymous visitor sees it.
+    fn watch(site: &SiteUrls, v: &Video, hls: Option<&str>) -> String {
+        super::watch(site, v, hls, &Account::default(), false)
+    }
+
+    #[test]
+    fn the_header_forms_and_buttons_follow_who_is_signed_in() {
+        let alice = Account {
+            name: Some("alice".into()),
+            csrf: "c5rf".into(),
+        };
+        let v = [video(VideoState::Ready)];
+        let page = |account: &Account, can_upload| {
+            index(
+                &site(),
+                Home {
+                    videos: &v,
+                    query: "",
+                    next_cursor: None,
+                    max_upload_bytes: 1 << 20,
+                    account,
+                    can_upload,
+                },
+            )
+        };
+        let signed = page(&alice, true);
+        assert!(signed.contains("id=\"account-name\">alice<"), "{signed}");
+        assert!(signed.contains("action=\"/signout\""), "a sign-out button");
+        assert!(
+            signed.contains("name=\"csrf\" value=\"c5rf\""),
+            "forms carry the CSRF token"
+        );
+        assert!(!signed.contains("href=\"/signin\""));
+        assert!(
+            !signed.contains("aria-labelledby=\"upload-heading\" hidden"),
+            "the upload form is shown"
+        );
+        let anonymous = page(&Account::default(), false);
+        assert!(anonymous.contains("href=\"/signin\""), "a sign-in link");
+        assert!(!anonymous.contains("action=\"/signout\""));
+        assert!(
+            anonymous.contains("aria-labelledby=\"upload-heading\" hidden"),
+            "no upload form"
+        );
+        let owner = super::watch(&site(), &v[0], None, &alice, true);
+        assert!(owner.contains("id=\"edit\""), "{owner}");
+        assert!(owner.contains("action=\"/videos/clip/delete\""), "{owner}");
+        assert!(
+            owner.contains("<meta name=\"csrf-token\" content=\"c5rf\">"),
+            "{owner}"
+        );
+        let other = super::watch(&site(), &v[0], None, &alice, false);
+        assert!(
+            !other.contains("id=\"edit\"") && !other.contains("/delete\""),
+            "{other}"
+        );
+    }
+
     fn home(videos: &[Video]) -> String {
         index(
             &site(),
@@ -326,6 +459,8 @@ mod tests {
                 query: "",
                 next_cursor: None,
                 max_upload_bytes: 1 << 30,
+                account: &Account::default(),
+                can_upload: true,
             },
         )
     }
@@ -335,6 +470,10 @@ mod tests {
             ("index, empty".to_string(), home(&[])),
             ("index".to_string(), home(&[video(VideoState::Ready)])),
             ("error".to_string(), error(404, "no such video")),
+            (
+                "sign-in".to_string(),
+                signin(&site(), &Account::default(), "al<ice", "wrong"),
+            ),
         ];
         for state in [
             VideoState::Ready,
@@ -398,6 +537,10 @@ mod tests {
         for (name, html) in every_page() {
             for tag in ["<input", "<select", "<textarea"] {
                 for (at, _) in html.match_indices(tag) {
+                    // A hidden field (the CSRF token) is no control.
+                    if attr(&html[at..], "type") == Some("hidden") {
+                        continue;
+                    }
                     let id = attr(&html[at..], "id")
                         .unwrap_or_else(|| panic!("{name}: a control without an id"));
                     assert!(
@@ -499,6 +642,8 @@ mod tests {
                 query: "surf & sun",
                 next_cursor: Some("abc"),
                 max_upload_bytes: 1 << 20,
+                account: &Account::default(),
+                can_upload: true,
             },
         );
         assert!(

@@ -15,6 +15,13 @@
 //!   a video already has that, the same with a short random suffix
 //!   (`video-k3x9q2`), so two uploads of `video.mp4` both succeed.
 //!
+//! Uploading needs a signed-in user unless the server runs with
+//! `--public-uploads`: an anonymous upload is refused with 401 before its
+//! body is read. A signed-in upload must carry the session's CSRF token
+//! (the header `X-CSRF-Token`, or the form field `csrf`), or it is refused
+//! with 403 and nothing is kept; its video records the uploader as its
+//! [`owner`](crate::metadata::Video::owner).
+//!
 //! A browser's form gets `303 See Other` to `/`; a client that asks for JSON
 //! (`Accept: application/json`, as the page's script does) gets `201
 //! Created` with the video's JSON, and errors as JSON too.
@@ -25,6 +32,7 @@ use warp::reply::Reply;
 use warp::{Buf, Rejection};
 
 use super::App;
+use super::auth::SignedIn;
 use super::filters::{html_err, json_err, wants_json};
 use super::models::VideoJson;
 use super::pages::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
@@ -47,6 +55,8 @@ struct UploadForm {
     id: Option<String>,
     title: String,
     description: String,
+    /// The `csrf` field, if sent.
+    csrf: Option<String>,
     /// The uploaded file's name and its bytes, staged.
     file: Option<(String, StagedUpload)>,
 }
@@ -70,6 +80,42 @@ impl Drop for Abandon {
     }
 }
 
+/// Who is uploading: the signed-in caller (`None` for an anonymous upload
+/// where uploads are public) and the CSRF header it sent.
+pub struct Uploader {
+    /// The caller the session cookie names.
+    pub signed_in: Option<SignedIn>,
+    /// The `X-CSRF-Token` header.
+    pub csrf_header: Option<String>,
+}
+
+impl Uploader {
+    /// Refuses before any of the body is read: an anonymous caller where
+    /// uploads need an account (401), a wrong CSRF header (403).
+    fn admit(&self, app: &App) -> Result<(), Error> {
+        match &self.signed_in {
+            Some(s) => match &self.csrf_header {
+                Some(c) => s.check_csrf(Some(c)),
+                None => Ok(()), // the form field is checked once read
+            },
+            None if app.accounts.public_uploads => Ok(()),
+            None => Err(Error::Unauthenticated {
+                reason: "sign in to upload: this server takes uploads from signed-in users only"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Once the form is read: a signed-in upload without the CSRF header
+    /// must have sent the token as the form field `csrf` (403 otherwise).
+    fn check_form(&self, form_csrf: Option<&str>) -> Result<(), Error> {
+        match (&self.signed_in, &self.csrf_header) {
+            (Some(s), None) => s.check_csrf(form_csrf),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `POST /upload`. `_slot` is this upload's place within the upload caps,
 /// held until it is done; `length` is the announced body size.
 pub async fn upload(
@@ -77,13 +123,19 @@ pub async fn upload(
     app: App,
     length: Option<u64>,
     accept: Option<String>,
+    signed_in: Option<SignedIn>,
+    csrf_header: Option<String>,
     form: warp::multipart::FormData,
 ) -> Result<warp::reply::Response, Rejection> {
     let mut abandon = Abandon {
         label: String::new(),
         answered: false,
     };
-    let answer = receive(app, length, accept, form, &mut abandon.label).await;
+    let uploader = Uploader {
+        signed_in,
+        csrf_header,
+    };
+    let answer = receive(app, length, accept, &uploader, form, &mut abandon.label).await;
     abandon.answered = true;
     answer
 }
@@ -94,11 +146,13 @@ async fn receive(
     app: App,
     length: Option<u64>,
     accept: Option<String>,
+    uploader: &Uploader,
     mut form: warp::multipart::FormData,
     label: &mut String,
 ) -> Result<warp::reply::Response, Rejection> {
     let json = wants_json(accept.as_deref());
     let err = |e: Error| if json { json_err(e) } else { html_err(e) };
+    uploader.admit(&app).map_err(err)?;
     let limit = app.ingest.max_upload_bytes();
     // Refuse a body announced too large before reading any of it (the form
     // framing adds a little, hence the slack).
@@ -111,6 +165,7 @@ async fn receive(
         }));
     }
     let fields = read_form(&app, &mut form, label).await.map_err(err)?;
+    uploader.check_form(fields.csrf.as_deref()).map_err(err)?;
     let Some((file_name, staged)) = fields.file else {
         return Err(err(Error::invalid(
             "upload",
@@ -138,6 +193,10 @@ async fn receive(
         .receive_staged(candidates, &info, staged)
         .await
         .map_err(err)?;
+    let video = match &uploader.signed_in {
+        Some(s) => record_owner(&app, video, &s.user.name).await,
+        None => video,
+    };
     if json {
         let location = format!("/videos/{}", video.id);
         return Ok(warp::reply::with_header(
@@ -151,6 +210,33 @@ async fn receive(
         .into_response());
     }
     Ok(warp::redirect::see_other(warp::http::Uri::from_static("/")).into_response())
+}
+
+/// Records `owner` as the uploader of the video just received. Its job may
+/// already be changing the record, so this is a compare-and-set of the
+/// owner alone. Should it fail, the video stays (admins may still change
+/// it), and the failure is logged.
+pub(crate) async fn record_owner(
+    app: &App,
+    video: crate::metadata::Video,
+    owner: &str,
+) -> crate::metadata::Video {
+    let set = app
+        .meta
+        .change_video(&video.id, &|v| {
+            let mut v = v.clone();
+            v.owner = Some(owner.to_string());
+            Ok(crate::metadata::VideoChange::Put(v))
+        })
+        .await;
+    match set {
+        Ok(Some(v)) => v,
+        Ok(None) => video,
+        Err(e) => {
+            tracing::error!(video = %video.id, owner, error = %e, "could not record a video's uploader");
+            video
+        }
+    }
 }
 
 /// Reads every field of `form`, staging the file. A typed id is checked
@@ -168,6 +254,7 @@ async fn read_form(
         match part.name() {
             "id" => fields.id = Some(read_text(part, "id", 128).await?),
             "title" => fields.title = read_text(part, "title", MAX_TITLE_CHARS).await?,
+            "csrf" => fields.csrf = Some(read_text(part, "csrf", 128).await?),
             "description" => {
                 fields.description = read_text(part, "description", MAX_DESCRIPTION_CHARS).await?
             }

@@ -100,8 +100,38 @@ pub async fn start_web(
 }
 
 /// The web server with the given metadata store (`("etcd", endpoints)`,
-/// say) and network content; its data directory is its own.
+/// say) and network content; its data directory is its own. It takes
+/// anonymous uploads (`--public-uploads`), as the course project did and
+/// as most tests upload; [`start_web_accounts`] starts one that does not.
 pub async fn start_web_with(
+    root: &Path,
+    http: u16,
+    admin: u16,
+    nodes: &[String],
+    extra: &[&str],
+    metadata: (&str, &str),
+) -> Proc {
+    let mut extra = extra.to_vec();
+    extra.push("--public-uploads");
+    spawn_web(root, http, admin, nodes, &extra, metadata).await
+}
+
+/// The web server with SQLite metadata and network content, taking uploads
+/// from signed-in users only (the default without `--public-uploads`).
+pub async fn start_web_accounts(
+    root: &Path,
+    http: u16,
+    admin: u16,
+    nodes: &[String],
+    extra: &[&str],
+) -> Proc {
+    let db = root.join("metadata.db").display().to_string();
+    spawn_web(root, http, admin, nodes, extra, ("sqlite", &db)).await
+}
+
+/// Starts `tritontube-web` with exactly these flags; its log is
+/// `<root>/web-<http>.log`.
+async fn spawn_web(
     root: &Path,
     http: u16,
     admin: u16,

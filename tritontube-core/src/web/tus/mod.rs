@@ -55,6 +55,7 @@ use warp::{Filter, Rejection};
 pub use store::{MAX_UPLOADS_KEPT, TusStore, UploadRecord};
 
 use super::App;
+use super::auth::SignedIn;
 use super::conn::ClientAddr;
 use super::pages::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
 use crate::error::Error;
@@ -137,19 +138,25 @@ pub fn routes(app: App) -> impl Filter<Extract = (Reply,), Error = Rejection> + 
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<ClientAddr>())
+        .and(super::filters::signed_in(app.clone()))
         .and(warp::body::stream().map(boxed))
         .and(warp::any().map(move || app.clone()))
         .then(
-            |tail: warp::path::Tail, method, headers, client: Option<ClientAddr>, body, app| async move {
+            |tail: warp::path::Tail,
+             method,
+             headers,
+             client: Option<ClientAddr>,
+             signed_in: Option<SignedIn>,
+             body,
+             app| async move {
                 let request = Request {
                     key: tail.as_str().trim_end_matches('/').to_string(),
                     method,
                     headers,
                     client,
+                    signed_in,
                 };
-                handle(app, request, body)
-                    .await
-                    .unwrap_or_else(refused)
+                handle(app, request, body).await.unwrap_or_else(refused)
             },
         )
 }
@@ -170,6 +177,43 @@ struct Request {
     method: Method,
     headers: HeaderMap,
     client: Option<ClientAddr>,
+    /// The caller the session cookie names.
+    signed_in: Option<SignedIn>,
+}
+
+impl Request {
+    /// Who may use resumable uploads: a signed-in caller sending its
+    /// session's CSRF token (`X-CSRF-Token`), or anyone on a server with
+    /// `--public-uploads`; 401 / 403 otherwise, before anything is read.
+    fn admit(&self, app: &App) -> Result<(), Refusal> {
+        match &self.signed_in {
+            Some(s) => s
+                .check_csrf(self.header("x-csrf-token"))
+                .map_err(Refusal::from),
+            None if app.accounts.public_uploads => Ok(()),
+            None => Err(Error::Unauthenticated {
+                reason: "sign in to upload: this server takes uploads from signed-in users only"
+                    .into(),
+            }
+            .into()),
+        }
+    }
+
+    /// The caller's account name, if signed in.
+    fn user(&self) -> Option<String> {
+        self.signed_in.as_ref().map(|s| s.user.name.clone())
+    }
+
+    /// Refuses an upload someone else created (as if it did not exist).
+    fn owns(&self, record: &UploadRecord) -> Result<(), Refusal> {
+        match &record.owner {
+            Some(owner) if Some(owner) != self.user().as_ref() => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "no such upload (it may have expired)",
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Request {
@@ -221,15 +265,16 @@ async fn handle(app: App, req: Request, body: BodyStream) -> Answer {
             ));
         }
     }
+    req.admit(&app)?;
     let collection = req.key.is_empty();
     match (collection, req.method.clone()) {
         (true, Method::POST) => create(&app, &uploads, &req).await,
-        (false, Method::HEAD) => head(&app, &uploads, &checked_key(&req.key)?).await,
+        (false, Method::HEAD) => head(&app, &uploads, &req, &checked_key(&req.key)?).await,
         (false, Method::PATCH) => {
             let key = checked_key(&req.key)?;
             patch(app.clone(), uploads, &req, key, body).await
         }
-        (false, Method::DELETE) => terminate(&uploads, &checked_key(&req.key)?).await,
+        (false, Method::DELETE) => terminate(&uploads, &req, &checked_key(&req.key)?).await,
         _ => Err(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             if collection {
@@ -298,7 +343,8 @@ async fn create(app: &App, uploads: &TusStore, req: &Request) -> Answer {
     }
     let raw = req.header("upload-metadata").unwrap_or("").to_string();
     let meta = parse_metadata(&raw)?;
-    let record = record_of(app, uploads, length, raw, &meta).await?;
+    let mut record = record_of(app, uploads, length, raw, &meta).await?;
+    record.owner = req.user();
     let key = uploads.create(&record).await?;
     tracing::info!(upload = %key, length, file = %record.filename, "resumable upload created");
     Ok(answer(StatusCode::CREATED)
@@ -357,6 +403,7 @@ async fn record_of(
         expires_ms: uploads.expires_from_now(),
         video_id: None,
         sha256: None,
+        owner: None,
     })
 }
 
@@ -421,8 +468,9 @@ async fn offset_of(uploads: &TusStore, key: &str, record: &UploadRecord) -> Resu
 /// to it. A complete upload not handed to ingest yet (the server stopped,
 /// or failed, between its last byte and the hand-over) is handed over now,
 /// so the answer can name its video.
-async fn head(app: &App, uploads: &TusStore, key: &str) -> Answer {
+async fn head(app: &App, uploads: &TusStore, req: &Request, key: &str) -> Answer {
     let (_guard, mut record) = uploads.lock(key, LOCK_WAIT).await?;
+    req.owns(&record)?;
     let mut offset = offset_of(uploads, key, &record).await?;
     if record.video_id.is_none() && offset == record.length {
         record = patch::finish(app, uploads, key, record).await?;
@@ -438,8 +486,9 @@ async fn head(app: &App, uploads: &TusStore, key: &str) -> Answer {
 
 /// `DELETE /files/<key>`: the upload and its bytes are removed (a video it
 /// already became stays).
-async fn terminate(uploads: &TusStore, key: &str) -> Answer {
-    let (_guard, _record) = uploads.lock(key, LOCK_WAIT).await?;
+async fn terminate(uploads: &TusStore, req: &Request, key: &str) -> Answer {
+    let (_guard, record) = uploads.lock(key, LOCK_WAIT).await?;
+    req.owns(&record)?;
     uploads.remove_locked(key).await;
     tracing::info!(upload = %key, "resumable upload terminated");
     Ok(answer(StatusCode::NO_CONTENT)

@@ -47,6 +47,7 @@ pub(super) async fn patch(
     let announced = req.count("content-length")?;
     let permit = app.uploads.try_start(req.client.map(|c| c.0.ip()))?;
     let (guard, record) = uploads.lock(&key, LOCK_WAIT).await?;
+    req.owns(&record)?;
     let have = offset_of(&uploads, &key, &record).await?;
     if offset != have {
         return Err(Refusal::new(
@@ -212,6 +213,10 @@ pub(super) async fn finish(
     };
     match handed.await {
         Ok(video) => {
+            let video = match &record.owner {
+                Some(owner) => crate::web::upload::record_owner(app, video, owner).await,
+                None => video,
+            };
             tracing::info!(upload = %key, video = %video.id, bytes = size, sha256 = %sha256, "resumable upload finished and handed to ingest");
             record.video_id = Some(video.id.to_string());
             record.sha256 = Some(sha256.to_string());

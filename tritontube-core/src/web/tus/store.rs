@@ -49,6 +49,11 @@ pub struct UploadRecord {
     pub video_id: Option<String>,
     /// The SHA-256 (hex) of the bytes handed to ingest, once finished.
     pub sha256: Option<String>,
+    /// The signed-in user who created it (`None`: an anonymous upload,
+    /// on a server with `--public-uploads`): only they may go on with it,
+    /// and the video becomes theirs.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl UploadRecord {
@@ -315,6 +320,7 @@ mod tests {
             expires_ms,
             video_id: None,
             sha256: None,
+            owner: None,
         }
     }
 
