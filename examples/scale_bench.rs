@@ -40,8 +40,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tritontube::NodeAddr;
 use tritontube::cluster::{Holdings, Recorded, plan};
+use tritontube::layout::{NodeEntry, Ring, ring_of};
 use tritontube::node::{NodeClient, NodeClientConfig};
-use tritontube::ring::{DEFAULT_VNODES, HashRange, TokenRing, diff};
+use tritontube::ring::{DEFAULT_VNODES, HashRange, diff};
 use tritontube::testing::free_port;
 
 const FILES_PER_VIDEO: u64 = 600;
@@ -323,7 +324,7 @@ struct PassTimes {
 async fn planning_pass(
     clients: &[NodeClient],
     batches: &[Vec<HashRange>],
-    ring: &TokenRing,
+    ring: &Ring,
     with_plan: bool,
 ) -> (PassTimes, u64, u64, u64, u64) {
     let t = Instant::now();
@@ -708,10 +709,13 @@ async fn main() {
 
     // 5. Planning the addition of a node, by changed ranges.
     let new_addr = NodeAddr::new(format!("127.0.0.1:{}", free_port())).unwrap();
-    let before =
-        TokenRing::with_nodes(DEFAULT_VNODES, addrs.iter().map(|a| (a.as_str(), 1.0))).unwrap();
-    let mut after = before.clone();
-    after.add_node(new_addr.as_str(), 1.0).unwrap();
+    let mut members: Vec<NodeEntry> = addrs
+        .iter()
+        .map(|a| NodeEntry::new(a.clone(), 1.0))
+        .collect();
+    let before = ring_of(&members, DEFAULT_VNODES);
+    members.push(NodeEntry::new(new_addr.clone(), 1.0));
+    let after = ring_of(&members, DEFAULT_VNODES);
     let t0 = Instant::now();
     let mut ranges: Vec<HashRange> = diff(&before, &after, REPLICAS)
         .iter()

@@ -259,7 +259,7 @@ impl Cluster<'_> {
         let tracker = Arc::new(HealthTracker::new(opts.health.clone()));
         let network = Arc::new(NetworkContentStore::new(
             Placement {
-                current: crate::ring::TokenRing::new(opts.vnodes),
+                current: crate::layout::Ring::empty(opts.vnodes),
                 pending: None,
                 replicas: opts.replicas as usize,
                 epoch: 0,

@@ -45,7 +45,7 @@ mod recover;
 mod repair;
 mod scan;
 
-pub use crate::layout::{Placement, ring_of};
+pub use crate::layout::{Placement, Ring, ring_of};
 pub use crate::node::NodeHealth;
 pub use change::ChangeKind;
 pub use heal::{HealConfig, run_healer};
@@ -317,12 +317,7 @@ impl ClusterManager {
     /// project's `ListNodes` returns them.
     pub async fn list_nodes(&self) -> Result<Vec<NodeAddr>> {
         let state = self.state().await?.value;
-        let ring = ring_of(&state.nodes, 1);
-        Ok(ring
-            .nodes_in_ring_order()
-            .into_iter()
-            .filter_map(|a| NodeAddr::new(a).ok())
-            .collect())
+        Ok(ring_of(&state.nodes, 1).members())
     }
 
     /// Health of every member (and pending member).

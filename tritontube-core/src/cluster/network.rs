@@ -25,8 +25,9 @@ use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
 use crate::layout::Placement;
 use crate::metadata::ClusterState;
+use crate::metadata::NodeEntry;
 use crate::node::{NodeClient, NodeClientConfig};
-use crate::ring::{HashRange, TokenRing, key_hash};
+use crate::ring::{HashRange, key_hash};
 use crate::store::{
     ByteStream, ContentStore, GetOptions, GetResult, MetaStream, ObjectMeta, PutOptions,
 };
@@ -73,13 +74,13 @@ impl NetworkContentStore {
     /// A store over `nodes` (weight 1) with `replicas` copies and `vnodes`
     /// virtual nodes per node.
     pub fn with_nodes(nodes: &[NodeAddr], replicas: usize, vnodes: u32) -> Result<Self> {
-        let mut ring = TokenRing::new(vnodes);
-        for n in nodes {
-            ring.add_node(n.as_str(), 1.0)?;
-        }
+        let entries: Vec<_> = nodes
+            .iter()
+            .map(|n| NodeEntry::new(n.clone(), 1.0))
+            .collect();
         Ok(Self::new(
             Placement {
-                current: ring,
+                current: crate::layout::ring_of(&entries, vnodes),
                 pending: None,
                 replicas,
                 epoch: 0,

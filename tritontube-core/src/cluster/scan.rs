@@ -20,6 +20,7 @@ use super::orphans::{Orphan, VideoRecords, split_orphans};
 use super::{ClusterManager, Holdings, Plan, Recorded, node_error, plan, ring_of};
 use crate::error::{Error, Result};
 use crate::id::ContentKey;
+use crate::layout::Ring;
 use crate::metadata::NodeEntry;
 use crate::ring::{HashRange, TokenRing, diff};
 
@@ -225,7 +226,7 @@ impl ClusterManager {
         nodes: &[NodeEntry],
         required: &[NodeEntry],
         ranges: &[HashRange],
-        ring: &TokenRing,
+        ring: &Ring,
         replicas: usize,
     ) -> Result<Plan> {
         let (holdings, recorded) = futures::try_join!(
@@ -245,7 +246,7 @@ impl ClusterManager {
         nodes: &[NodeEntry],
         required: &[NodeEntry],
         ranges: &[HashRange],
-        ring: &TokenRing,
+        ring: &Ring,
         replicas: usize,
         videos: &VideoRecords,
     ) -> Result<(Plan, Vec<Orphan>)> {
@@ -272,7 +273,7 @@ impl ClusterManager {
     pub(crate) async fn scan_all<F>(
         &self,
         nodes: &[NodeEntry],
-        ring: &TokenRing,
+        ring: &Ring,
         replicas: usize,
         batches: Vec<Vec<HashRange>>,
         videos: &VideoRecords,

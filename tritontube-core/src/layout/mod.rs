@@ -11,5 +11,5 @@ mod placement;
 mod state;
 pub mod transition;
 
-pub use placement::{Placement, ring_of};
+pub use placement::{Placement, Ring, ring_of};
 pub use state::{ChangeInfo, ClusterState, NodeEntry};

@@ -11,25 +11,75 @@ use crate::ring::{HashRing, TokenRing, key_hash};
 
 /// Builds the ring of `nodes`. States are validated when written; a node
 /// whose weight the ring refuses is left out rather than the whole ring.
-pub fn ring_of(nodes: &[NodeEntry], vnodes: u32) -> TokenRing {
-    TokenRing::with_nodes(vnodes, nodes.iter().map(|n| (n.addr.as_str(), n.weight))).unwrap_or_else(
-        |_| {
+pub fn ring_of(nodes: &[NodeEntry], vnodes: u32) -> Ring {
+    let ring = TokenRing::with_nodes(vnodes, nodes.iter().map(|n| (n.addr.as_str(), n.weight)))
+        .unwrap_or_else(|_| {
             let mut ring = TokenRing::new(vnodes);
             for n in nodes {
                 let _ = ring.add_node(n.addr.as_str(), n.weight);
             }
             ring
-        },
-    )
+        });
+    Ring(ring)
+}
+
+/// The ring of a layout's members, typed: every name on it is a member's
+/// [`NodeAddr`] (its ring name), and what it answers are members, never
+/// bare strings. The hashing is [`TokenRing`]'s (DESIGN's exact ring),
+/// which it dereferences to for everything else (token counts, shares,
+/// ranges).
+#[derive(Debug, Clone)]
+pub struct Ring(TokenRing);
+
+impl Ring {
+    /// A ring with no members yet.
+    pub fn empty(vnodes: u32) -> Ring {
+        Ring(TokenRing::new(vnodes))
+    }
+
+    /// The first `n` distinct members clockwise from `hash`.
+    pub fn preference(&self, hash: u64, n: usize) -> Vec<NodeAddr> {
+        let mut buf = vec![""; n.min(self.0.node_count())];
+        match self.0.preference_by_hash(hash, &mut buf) {
+            // Every name on the ring came from a `NodeAddr`.
+            Ok(k) => buf[..k]
+                .iter()
+                .filter_map(|a| NodeAddr::new(*a).ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The owners of `key`: its first `n` distinct members clockwise.
+    pub fn owners(&self, key: &ContentKey, n: usize) -> Vec<NodeAddr> {
+        self.preference(key_hash(key.as_str()), n)
+    }
+
+    /// The members in ring order (by each one's first token).
+    pub fn members(&self) -> Vec<NodeAddr> {
+        self.0
+            .nodes_in_ring_order()
+            .into_iter()
+            .filter_map(|a| NodeAddr::new(a).ok())
+            .collect()
+    }
+}
+
+impl std::ops::Deref for Ring {
+    type Target = TokenRing;
+
+    fn deref(&self) -> &TokenRing {
+        &self.0
+    }
 }
 
 /// Where keys live: the current ring and, during a change, the pending one.
 #[derive(Debug, Clone)]
 pub struct Placement {
     /// The committed ring.
-    pub current: TokenRing,
+    pub current: Ring,
     /// The ring being migrated to, if a change is under way.
-    pub pending: Option<TokenRing>,
+    pub pending: Option<Ring>,
     /// Copies of every file.
     pub replicas: usize,
     /// The epoch of the cluster state this placement comes from (0 when
@@ -57,26 +107,12 @@ impl Placement {
         }
     }
 
-    /// The first `n` distinct nodes clockwise from `hash` in `ring`.
-    fn prefs(ring: &TokenRing, hash: u64, n: usize) -> Vec<NodeAddr> {
-        let mut buf = vec![""; n.min(ring.node_count())];
-        match ring.preference_by_hash(hash, &mut buf) {
-            Ok(k) => buf[..k]
-                .iter()
-                .filter_map(|a| NodeAddr::new(*a).ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
     /// Every member of either ring.
     pub fn all_nodes(&self) -> Vec<NodeAddr> {
         let mut out: Vec<NodeAddr> = Vec::new();
         for ring in std::iter::once(&self.current).chain(self.pending.as_ref()) {
-            for a in ring.nodes_in_ring_order() {
-                if let Ok(a) = NodeAddr::new(a)
-                    && !out.contains(&a)
-                {
+            for a in ring.members() {
+                if !out.contains(&a) {
                     out.push(a);
                 }
             }
@@ -97,7 +133,7 @@ impl Placement {
         let (mut out, mut hinted) = (Vec::<NodeAddr>::new(), 0);
         for ring in std::iter::once(&self.current).chain(self.pending.as_ref()) {
             let mut live = 0;
-            for n in Self::prefs(ring, h, ring.node_count()) {
+            for n in ring.preference(h, ring.node_count()) {
                 if live == self.replicas {
                     break;
                 }
@@ -121,11 +157,11 @@ impl Placement {
         let h = key_hash(key.as_str());
         let mut out: Vec<NodeAddr> = Vec::new();
         let ranked = [
-            Some(Self::prefs(&self.current, h, self.replicas)),
+            Some(self.current.preference(h, self.replicas)),
             self.pending
                 .as_ref()
-                .map(|p| Self::prefs(p, h, self.replicas)),
-            Some(Self::prefs(&self.current, h, self.replicas + 2)),
+                .map(|p| p.preference(h, self.replicas)),
+            Some(self.current.preference(h, self.replicas + 2)),
         ];
         for n in ranked.into_iter().flatten().flatten() {
             if !out.contains(&n) {

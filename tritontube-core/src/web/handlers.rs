@@ -780,7 +780,7 @@ pub async fn healthz(app: App) -> Reply_ {
         let p = n.placement();
         body["ring_epoch"] = p.epoch.into();
         body["ring_change_pending"] = p.pending.is_some().into();
-        body["nodes"] = crate::ring::HashRing::node_count(&p.current).into();
+        body["nodes"] = crate::ring::HashRing::node_count(&*p.current).into();
     }
     Ok(warp::reply::json(&body).into_response())
 }

@@ -33,8 +33,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::id::{ContentKey, NodeAddr, VideoId};
+use crate::layout::Ring;
 use crate::metadata::{ClusterState, MetadataStore, NodeEntry, generation_of_file_name};
-use crate::ring::TokenRing;
 
 /// How long [`ClusterManager::repair_with`] waits, by default, between
 /// finding an orphan and re-checking it before removal.
@@ -258,7 +258,7 @@ pub(crate) fn split_orphans(
     holdings: &mut Holdings,
     recorded: &mut Recorded,
     videos: &HashMap<VideoId, VideoRecord>,
-    ring: &TokenRing,
+    ring: &Ring,
     replicas: usize,
 ) -> (Vec<Orphan>, Vec<Problem>) {
     let not_read = VideoRecord::Unreadable("it was not read".into());

@@ -1,12 +1,12 @@
 use super::*;
 use crate::store::{ObjectMeta, Sha256Digest};
 
-fn ring() -> TokenRing {
-    let mut r = TokenRing::new(16);
-    for n in ["a:1", "b:2", "c:3"] {
-        r.add_node(n, 1.0).unwrap();
-    }
-    r
+fn ring() -> Ring {
+    let nodes: Vec<NodeEntry> = ["a:1", "b:2", "c:3"]
+        .iter()
+        .map(|n| NodeEntry::new(n.parse().unwrap(), 1.0))
+        .collect();
+    crate::layout::ring_of(&nodes, 16)
 }
 
 fn key(s: &str) -> ContentKey {

@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, HashMap};
 pub type Recorded = HashMap<ContentKey, (u64, Sha256Digest)>;
 
 use crate::id::{ContentKey, NodeAddr};
-use crate::ring::{HashRing, TokenRing};
+use crate::layout::Ring;
+use crate::ring::HashRing;
 use crate::store::{ObjectMeta, Sha256Digest};
 
 /// Every copy of every file, as listed from the nodes: key → (node, facts).
@@ -241,15 +242,8 @@ impl Plan {
 }
 
 /// The owners of `key` under `ring` with `replicas` copies.
-pub fn owners_of(ring: &TokenRing, key: &ContentKey, replicas: usize) -> Vec<NodeAddr> {
-    let mut buf = vec![""; replicas.max(1)];
-    match ring.preference_by_hash(crate::ring::key_hash(key.as_str()), &mut buf) {
-        Ok(n) => buf[..n]
-            .iter()
-            .filter_map(|a| NodeAddr::new(*a).ok())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+pub fn owners_of(ring: &Ring, key: &ContentKey, replicas: usize) -> Vec<NodeAddr> {
+    ring.owners(key, replicas.max(1))
 }
 
 /// Compares `holdings` with the owners `ring` assigns, judging copies by
@@ -257,7 +251,7 @@ pub fn owners_of(ring: &TokenRing, key: &ContentKey, replicas: usize) -> Vec<Nod
 /// with no matching copy is lost (reported, nothing touched); a file with
 /// no record falls back to its copies' strict majority, and a tie is a
 /// conflict, never settled by chance.
-pub fn plan(holdings: &Holdings, ring: &TokenRing, replicas: usize, recorded: &Recorded) -> Plan {
+pub fn plan(holdings: &Holdings, ring: &Ring, replicas: usize, recorded: &Recorded) -> Plan {
     let mut out = Plan::default();
     // Members as addresses, made once: validating and allocating an address
     // per owner per file would cost more than the rest of the plan.

@@ -8,12 +8,12 @@ fn meta(key: &ContentKey, byte: u8) -> ObjectMeta {
     }
 }
 
-fn ring(nodes: &[&str]) -> TokenRing {
-    let mut r = TokenRing::new(16);
-    for n in nodes {
-        r.add_node(n, 1.0).unwrap();
-    }
-    r
+fn ring(nodes: &[&str]) -> Ring {
+    let nodes: Vec<crate::layout::NodeEntry> = nodes
+        .iter()
+        .map(|n| crate::layout::NodeEntry::new(n.parse().unwrap(), 1.0))
+        .collect();
+    crate::layout::ring_of(&nodes, 16)
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn a_corrupt_copy_is_outvoted_and_replaced() {
     assert!(matches!(p.problems[..], [Problem::Corrupt { .. }]));
 }
 
-fn two_copies(good: u8, bad: u8) -> (Holdings, ContentKey, Vec<NodeAddr>, TokenRing) {
+fn two_copies(good: u8, bad: u8) -> (Holdings, ContentKey, Vec<NodeAddr>, Ring) {
     let r = ring(&["a:1", "b:2", "c:3"]);
     let key = ContentKey::from_parts("v", "f").unwrap();
     let owners = owners_of(&r, &key, 2);
