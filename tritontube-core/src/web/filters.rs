@@ -220,6 +220,28 @@ fn assets_route(
         .and_then(handlers::asset)
 }
 
+/// The JSON API's reads and deletion: `GET /api/videos`, `GET` and
+/// `DELETE /api/videos/<id>`.
+fn api_routes(
+    app: App,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let api_list = warp::path!("api" / "videos")
+        .and(warp::get())
+        .and(warp::query::<handlers::ListQuery>())
+        .and(with_app(app.clone()))
+        .and_then(handlers::api_list);
+    let api_get = warp::path!("api" / "videos" / String)
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(handlers::api_get);
+    let api_delete = warp::path!("api" / "videos" / String)
+        .and(warp::delete())
+        .and(api_caller(app.clone()))
+        .and(with_app(app))
+        .and_then(handlers::api_delete);
+    api_list.or(api_get).unify().or(api_delete).unify()
+}
+
 /// Every route of the site.
 pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let metrics = app.metrics.clone();
@@ -251,20 +273,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(warp::header::headers_cloned())
         .and(with_app(app.clone()))
         .and_then(handlers::content);
-    let api_list = warp::path!("api" / "videos")
-        .and(warp::get())
-        .and(warp::query::<handlers::ListQuery>())
-        .and(with_app(app.clone()))
-        .and_then(handlers::api_list);
-    let api_get = warp::path!("api" / "videos" / String)
-        .and(warp::get())
-        .and(with_app(app.clone()))
-        .and_then(handlers::api_get);
-    let api_delete = warp::path!("api" / "videos" / String)
-        .and(warp::delete())
-        .and(api_caller(app.clone()))
-        .and(with_app(app.clone()))
-        .and_then(handlers::api_delete);
+    let api = api_routes(app.clone());
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -282,9 +291,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .or(tus)
         .or(watch)
         .or(content)
-        .or(api_list)
-        .or(api_get)
-        .or(api_delete)
+        .or(api)
         .or(accounts)
         .or(healthz)
         .or(metrics_route)
