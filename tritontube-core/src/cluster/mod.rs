@@ -40,11 +40,13 @@ mod members;
 mod migrate;
 mod network;
 mod orphans;
-mod plan;
 mod recover;
 mod repair;
 mod scan;
 
+pub use crate::layout::plan::{
+    CopyTask, DeleteTask, Holdings, Plan, Problem, Recorded, owners_of, plan,
+};
 pub use crate::layout::{Placement, Ring, ring_of};
 pub use crate::node::NodeHealth;
 pub use change::ChangeKind;
@@ -54,7 +56,6 @@ pub use job::ChangeJob;
 use lock::HeldLock;
 pub use network::NetworkContentStore;
 pub use orphans::{DEFAULT_ORPHAN_GRACE, MAX_ORPHAN_GRACE, RepairOptions, RepairReport};
-pub use plan::{CopyTask, DeleteTask, Holdings, Plan, Problem, Recorded, owners_of, plan};
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;

@@ -24,49 +24,7 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send + 'static>
 /// A stream of file facts, as listed.
 pub type MetaStream<'a> = Pin<Box<dyn Stream<Item = Result<ObjectMeta>> + Send + 'a>>;
 
-/// A SHA-256 digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Sha256Digest(pub [u8; 32]);
-
-impl Sha256Digest {
-    /// Lower-case hex, 64 characters.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// From 32 raw bytes.
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        <[u8; 32]>::try_from(b).ok().map(Sha256Digest)
-    }
-
-    /// From 64 hex characters.
-    pub fn from_hex(s: &str) -> Option<Self> {
-        hex::decode(s).ok().and_then(|b| Self::from_slice(&b))
-    }
-}
-
-impl std::fmt::Debug for Sha256Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl std::fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-/// The facts of one stored file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectMeta {
-    /// Its key.
-    pub key: ContentKey,
-    /// Size of the whole file in bytes.
-    pub size: u64,
-    /// SHA-256 of the whole file.
-    pub sha256: Sha256Digest,
-}
+pub use crate::layout::{ObjectMeta, Sha256Digest};
 
 /// Options of a [`ContentStore::put`].
 #[derive(Debug, Clone, Default)]

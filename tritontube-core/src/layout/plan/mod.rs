@@ -25,10 +25,10 @@ use std::collections::{BTreeMap, HashMap};
 /// against.
 pub type Recorded = HashMap<ContentKey, (u64, Sha256Digest)>;
 
+use super::Ring;
+use super::{ObjectMeta, Sha256Digest};
 use crate::id::{ContentKey, NodeAddr};
-use crate::layout::Ring;
 use crate::ring::HashRing;
-use crate::store::{ObjectMeta, Sha256Digest};
 
 /// Every copy of every file, as listed from the nodes: key → (node, facts).
 pub type Holdings = BTreeMap<ContentKey, Vec<(NodeAddr, ObjectMeta)>>;
