@@ -839,31 +839,49 @@ pub async fn metrics(app: App) -> Reply_ {
     .into_response())
 }
 
+/// One per-node metric family: its HELP and TYPE lines, then `value` of
+/// every node in `snap`.
+fn node_family(
+    extra: &mut String,
+    snap: &[(crate::NodeAddr, crate::cluster::NodeLiveness)],
+    (name, kind, help): (&str, &str, &str),
+    value: impl Fn(&crate::cluster::NodeLiveness) -> String,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(extra, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (addr, n) in snap {
+        let _ = writeln!(extra, "{name}{{node=\"{addr}\"}} {}", value(n));
+    }
+}
+
 /// The storage nodes' series of `/metrics`: liveness, hinted writes, bad
 /// copies, quarantine, indexing and errors.
 fn node_metrics(extra: &mut String, app: &App, h: &crate::cluster::HealthTracker) {
+    use crate::cluster::Liveness;
     use std::fmt::Write;
-    extra
-        .push_str("# HELP tritontube_node_up Storage node liveness (1 up, 0.5 suspect, 0 down).\n");
-    extra.push_str("# TYPE tritontube_node_up gauge\n");
     // Only members (and a running change's nodes) have series: a removed
     // node's disappear, and a refused add never shows up.
     let snap = match &app.network {
         Some(n) => h.snapshot_of(&n.placement().all_nodes()),
         None => h.snapshot(),
     };
-    for (addr, n) in &snap {
-        let v = match n.state {
-            crate::cluster::Liveness::Up => 1.0,
-            crate::cluster::Liveness::Suspect => 0.5,
-            crate::cluster::Liveness::Down => 0.0,
-        };
-        let _ = writeln!(extra, "tritontube_node_up{{node=\"{addr}\"}} {v}");
-    }
-    extra.push_str(
-        "# HELP tritontube_node_state_since_seconds Unix time of the node's last liveness change.\n",
+    let up = (
+        "tritontube_node_up",
+        "gauge",
+        "Storage node liveness (1 up, 0.5 suspect, 0 down).",
     );
-    extra.push_str("# TYPE tritontube_node_state_since_seconds gauge\n");
+    node_family(extra, &snap, up, |n| {
+        match n.state {
+            Liveness::Up => "1",
+            Liveness::Suspect => "0.5",
+            Liveness::Down => "0",
+        }
+        .to_string()
+    });
+    extra.push_str(
+        "# HELP tritontube_node_state_since_seconds Unix time of the node's last liveness change.\n\
+         # TYPE tritontube_node_state_since_seconds gauge\n",
+    );
     for (addr, n) in &snap {
         let since = n
             .since
@@ -876,47 +894,40 @@ fn node_metrics(extra: &mut String, app: &App, h: &crate::cluster::HealthTracker
             n.state.name()
         );
     }
-    extra.push_str("# HELP tritontube_hinted_writes_total Writes sent to a stand-in because an owner was down.\n");
-    extra.push_str("# TYPE tritontube_hinted_writes_total counter\n");
+    extra.push_str("# HELP tritontube_hinted_writes_total Writes sent to a stand-in because an owner was down.\n# TYPE tritontube_hinted_writes_total counter\n");
     let _ = writeln!(extra, "tritontube_hinted_writes_total {}", h.hints());
-    extra.push_str("# HELP tritontube_bad_copies_total Copies whose bytes disagreed with the recorded checksum, met by reads (another copy was served, and a repair queued).\n");
-    extra.push_str("# TYPE tritontube_bad_copies_total counter\n");
+    extra.push_str("# HELP tritontube_bad_copies_total Copies whose bytes disagreed with the recorded checksum, met by reads (another copy was served, and a repair queued).\n# TYPE tritontube_bad_copies_total counter\n");
     let _ = writeln!(extra, "tritontube_bad_copies_total {}", h.bad_copies());
-    extra.push_str("# HELP tritontube_node_quarantined_files Files a storage node moved to quarantine (bytes that no longer matched), as its last Health answer said.\n");
-    extra.push_str("# TYPE tritontube_node_quarantined_files gauge\n");
-    for (addr, n) in &snap {
-        let _ = writeln!(
-            extra,
-            "tritontube_node_quarantined_files{{node=\"{addr}\"}} {}",
-            n.quarantined
-        );
-    }
-    extra.push_str("# HELP tritontube_node_bad_copies_total Reads from a storage node that met bytes disagreeing with the recorded checksum.\n");
-    extra.push_str("# TYPE tritontube_node_bad_copies_total counter\n");
-    for (addr, n) in &snap {
-        let _ = writeln!(
-            extra,
-            "tritontube_node_bad_copies_total{{node=\"{addr}\"}} {}",
-            n.bad_copies
-        );
-    }
-    extra.push_str("# HELP tritontube_node_indexing_percent Index build progress of a storage node (100 when complete).\n");
-    extra.push_str("# TYPE tritontube_node_indexing_percent gauge\n");
-    for (addr, n) in &snap {
-        let _ = writeln!(
-            extra,
-            "tritontube_node_indexing_percent{{node=\"{addr}\"}} {}",
-            n.indexing.unwrap_or(100.0)
-        );
-    }
-    extra.push_str("# HELP tritontube_node_errors_total Failed requests to a storage node.\n");
-    extra.push_str("# TYPE tritontube_node_errors_total counter\n");
-    for (addr, n) in &snap {
-        let _ = writeln!(
-            extra,
-            "tritontube_node_errors_total{{node=\"{addr}\"}} {}",
-            n.errors
-        );
+    let families: [(&str, &str, &str); 4] = [
+        (
+            "tritontube_node_quarantined_files",
+            "gauge",
+            "Files a storage node moved to quarantine (bytes that no longer matched), as its last Health answer said.",
+        ),
+        (
+            "tritontube_node_bad_copies_total",
+            "counter",
+            "Reads from a storage node that met bytes disagreeing with the recorded checksum.",
+        ),
+        (
+            "tritontube_node_indexing_percent",
+            "gauge",
+            "Index build progress of a storage node (100 when complete).",
+        ),
+        (
+            "tritontube_node_errors_total",
+            "counter",
+            "Failed requests to a storage node.",
+        ),
+    ];
+    let values: [fn(&crate::cluster::NodeLiveness) -> String; 4] = [
+        |n| n.quarantined.to_string(),
+        |n| n.bad_copies.to_string(),
+        |n| n.indexing.unwrap_or(100.0).to_string(),
+        |n| n.errors.to_string(),
+    ];
+    for (family, value) in families.into_iter().zip(values) {
+        node_family(extra, &snap, family, value);
     }
 }
 
