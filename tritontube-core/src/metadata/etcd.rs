@@ -351,23 +351,14 @@ impl EtcdMetadataStore {
     /// Corrupt records are skipped, with a warning.
     async fn videos_from(&self, start: String, n: usize) -> Result<(Vec<Video>, Option<String>)> {
         let end = format!("{}by-time0", self.prefix);
-        let opts = GetOptions::new()
-            .with_range(end)
-            .with_limit(n as i64)
-            .with_sort(SortTarget::Key, SortOrder::Ascend);
-        let r = self
-            .retry("search", |mut c| {
-                let (start, opts) = (start.clone(), opts.clone());
-                async move { c.get(start, Some(opts)).await }
-            })
-            .await?;
-        let index: Vec<(String, String)> = r
-            .kvs()
-            .iter()
-            .map(|kv| {
+        let index: Vec<(String, String)> = self
+            .range(start, end, n)
+            .await?
+            .into_iter()
+            .map(|(k, v)| {
                 (
-                    String::from_utf8_lossy(kv.key()).to_string(),
-                    String::from_utf8_lossy(kv.value()).to_string(),
+                    String::from_utf8_lossy(&k).to_string(),
+                    String::from_utf8_lossy(&v).to_string(),
                 )
             })
             .collect();
